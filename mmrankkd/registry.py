@@ -1,0 +1,22 @@
+"""mmrankkd's registry nodes, children of MMEngine's root registries.
+
+A config reaches our modules with ``type='mmrankkd.<Name>'`` from any scope
+(mmseg, mmpretrain, mmengine), or with a bare name under
+``default_scope='mmrankkd'`` / ``_scope_='mmrankkd'``. ``locations`` lets the
+registries import our modules lazily, so building by name needs no import of
+``mmrankkd.models`` first.
+"""
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+# Losses and the distiller.
+MODELS = Registry(
+    'model', parent=MMENGINE_MODELS, locations=['mmrankkd.models'])
+# Training hooks.
+HOOKS = Registry(
+    'hook', parent=MMENGINE_HOOKS, locations=['mmrankkd.engine'])
+# Teacher-student agreement metrics.
+METRICS = Registry(
+    'metric', parent=MMENGINE_METRICS, locations=['mmrankkd.evaluation'])
