@@ -20,3 +20,43 @@ def test_mmcv_ops_are_compiled():
     scores = torch.tensor([0.9, 0.8, 0.7])
     _, keep = nms(boxes, scores, iou_threshold=0.5)
     assert keep.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize('registry_module', [
+    'mmrankkd.registry', 'mmseg.registry', 'mmpretrain.registry',
+    'mmengine.registry'
+])
+def test_our_losses_build_from_every_scope(registry_module):
+    """`type='mmrankkd.X'` reaches our registry from any OpenMMLab scope."""
+    from mmrankkd.models.losses import KDLoss
+    models = importlib.import_module(registry_module).MODELS
+    loss = models.build(dict(type='mmrankkd.KDLoss', temperature=2.0))
+    assert type(loss) is KDLoss
+
+
+def test_default_scope_mmrankkd_builds_bare_names():
+    from mmengine.registry import MODELS, DefaultScope
+
+    from mmrankkd.models.losses import KendallRankLoss
+    with DefaultScope.overwrite_default_scope('mmrankkd'):
+        assert type(MODELS.build(dict(type='KendallRankLoss'))) is \
+            KendallRankLoss
+
+
+def test_custom_imports_alone_registers_our_modules(tmp_path):
+    """What OpenMMLab's tools/train.py does with a config: import the names in
+    custom_imports, then build from a registry (in a fresh interpreter)."""
+    import subprocess
+    import sys
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text("custom_imports = dict(imports=['mmrankkd'], "
+                   "allow_failed_imports=False)\n"
+                   "loss = dict(type='mmrankkd.BalanceDivergenceLoss')\n")
+    code = (
+        'from mmengine.config import Config\n'
+        'from mmseg.registry import MODELS\n'
+        f'cfg = Config.fromfile({str(cfg)!r})\n'  # imports custom_imports
+        'print(type(MODELS.build(cfg.loss)).__name__)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == 'BalanceDivergenceLoss'

@@ -100,6 +100,18 @@ def patch_setup_py(src):
     setup_py.write_text(patched)
 
 
+def release_cflags():
+    """Python's own compile flags with debug info dropped.
+
+    setuptools >= 72 replaces (rather than extends) Python's CFLAGS with
+    $CFLAGS, so the optimisation flags are restated here; -g0 alone would
+    compile at -O0 without -DNDEBUG. A user's $CFLAGS still comes last.
+    """
+    flags = [f for f in (sysconfig.get_config_var('CFLAGS') or '').split()
+             if not f.startswith('-g')]
+    return ' '.join(flags + ['-g0', os.environ.get('CFLAGS', '')]).strip()
+
+
 def build(src, out_dir, cuda, jobs, log_path):
     header = src / 'mmcv/ops/csrc/common/pytorch_cpp_helper.hpp'
     if not header.exists():
@@ -111,7 +123,7 @@ def build(src, out_dir, cuda, jobs, log_path):
         CXX=str(HERE / 'pch_cxx.sh'),
         MMCV_REAL_CXX=os.environ.get('CXX', 'g++'),
         MMCV_PCH_HEADER=str(header),
-        CFLAGS=(os.environ.get('CFLAGS', '') + ' -g0').strip(),
+        CFLAGS=release_cflags(),
         PIP_NO_BUILD_ISOLATION='1')
     if cuda:
         env['FORCE_CUDA'] = '1'
