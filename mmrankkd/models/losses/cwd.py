@@ -1,0 +1,61 @@
+"""CWD: channel-wise distillation (baseline; REFERENCE.md)."""
+from typing import Optional
+
+from torch import Tensor
+
+from mmrankkd.registry import MODELS
+from .utils import (BaseLogitLoss, channel_log_softmax, drop_empty_images,
+                    kl_from_log_probs, spatial_valid_mask)
+
+
+@MODELS.register_module()
+class CWDLoss(BaseLogitLoss):
+    r"""Channel-wise distillation (Shu et al., ICCV 2021).
+
+    Implements REFERENCE.md "Baselines", CWD, as mmrazor's
+    ``ChannelWiseDivergence``: each class channel of an image is turned into
+    a distribution over its H*W positions,
+
+    .. math::
+        \phi(z_{n,c}) = \mathrm{softmax}_{hw}(z_{n,c,hw} / T), \quad
+        L = \frac{T^2}{N C} \sum_{n, c} KL\big(\phi(t_{n,c}) \,\|\,
+            \phi(s_{n,c})\big)
+
+    i.e. summed over positions, averaged over the N*C channels (not a
+    per-pixel mean). With labels, ignored pixels are left out of every
+    channel's distribution, and images whose pixels are all ignored are left
+    out of N. Zero at student == teacher.
+
+    Only dense (N, C, H, W) logits have channels over space: (N, C) input
+    raises ``ValueError`` (use :class:`KDLoss` or :class:`DISTLoss`).
+
+    Args:
+        temperature (float): T. Defaults to 1.0 (mmrazor's PSPNet setting,
+            used there with loss_weight=5).
+        loss_weight (float): Multiplies the loss. Defaults to 1.0.
+        ignore_index (int): Label value left out. Defaults to 255.
+    """
+
+    dense_only = True
+    dense_only_hint = ('Fix: CWD distributes each class over H*W positions; '
+                       'for (N, C) classification logits use KDLoss or '
+                       'DISTLoss.')
+
+    def __init__(self,
+                 temperature: float = 1.0,
+                 loss_weight: float = 1.0,
+                 ignore_index: int = 255):
+        super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
+        if temperature <= 0:
+            raise ValueError(f'CWDLoss: temperature must be > 0, got '
+                             f'{temperature}.')
+        self.temperature = float(temperature)
+
+    def compute(self, student: Tensor, teacher: Tensor,
+                labels: Optional[Tensor]) -> Tensor:
+        student, teacher, valid = drop_empty_images(
+            student, teacher, spatial_valid_mask(labels, self.ignore_index))
+        log_p_student = channel_log_softmax(student, self.temperature, valid)
+        log_p_teacher = channel_log_softmax(teacher, self.temperature, valid)
+        kl = kl_from_log_probs(log_p_teacher, log_p_student, -1, valid)
+        return self.temperature**2 * kl.mean()
