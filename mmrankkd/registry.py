@@ -7,6 +7,7 @@ registries import our modules lazily, so building by name needs no import of
 ``mmrankkd.models`` first.
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
@@ -20,3 +21,6 @@ HOOKS = Registry(
 # Teacher-student agreement metrics.
 METRICS = Registry(
     'metric', parent=MMENGINE_METRICS, locations=['mmrankkd.evaluation'])
+# Validation/test loops that also run the teacher (agreement metrics).
+LOOPS = Registry(
+    'loop', parent=MMENGINE_LOOPS, locations=['mmrankkd.engine'])

@@ -1,0 +1,11 @@
+from .cpu_dist import setup_cpu_distributed
+from .loops import DistillTestLoop, DistillValLoop
+from .safe_load import (SAFE_GLOBALS, UnsafeCheckpointError,
+                        allow_openmmlab_checkpoint_types,
+                        guard_checkpoint_loaders, safe_torch_load)
+
+__all__ = [
+    'DistillTestLoop', 'DistillValLoop', 'SAFE_GLOBALS',
+    'UnsafeCheckpointError', 'allow_openmmlab_checkpoint_types',
+    'guard_checkpoint_loaders', 'safe_torch_load', 'setup_cpu_distributed'
+]
