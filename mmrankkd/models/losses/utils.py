@@ -198,14 +198,20 @@ def pearson_correlation(a: Tensor,
                         eps: float = 1e-8) -> Tensor:
     """Pearson correlation along ``dim``: cos(a - mean(a), b - mean(b)).
 
-    The product of the norms is clamped at ``eps`` so constant vectors give 0
-    instead of NaN (as DIST's implementation does).
+    Where the product of the centred norms is below ``eps`` (a constant
+    vector, e.g. a class column of saturated probabilities) the correlation
+    is 0 with zero gradient. DIST's code divides by ``max(norm product,
+    eps)`` instead: the same value, but a gradient of order 1/eps there.
     """
     a = a - a.mean(dim, keepdim=True)
     b = b - b.mean(dim, keepdim=True)
     numerator = (a * b).sum(dim)
-    denominator = (a.norm(dim=dim) * b.norm(dim=dim)).clamp_min(eps)
-    return numerator / denominator
+    denominator = a.norm(dim=dim) * b.norm(dim=dim)
+    defined = denominator > eps
+    safe_denominator = torch.where(defined, denominator,
+                                   torch.ones_like(denominator))
+    return torch.where(defined, numerator / safe_denominator,
+                       torch.zeros_like(numerator))
 
 
 def spatial_valid_mask(labels: Optional[Tensor],
