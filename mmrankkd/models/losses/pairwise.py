@@ -73,13 +73,13 @@ def _surrogate_sign_(x: Tensor, surrogate: str) -> Tensor:
 
 
 def _surrogate_sign_grad_(x: Tensor, surrogate: str) -> Tensor:
-    """In-place derivative of :func:`surrogate_sign` (overwrites ``x``)."""
+    """In-place derivative of :func:`surrogate_sign` (overwrites ``x``, no
+    temporaries): 1/cosh^2(x), 1/(2 cosh^2(x/2)) or 2/sqrt(pi) exp(-x^2).
+    cosh overflows to inf for large |x|, giving the exact limit 0."""
     if surrogate == 'tanh':
-        y = x.tanh_()
-        return y.mul_(y).neg_().add_(1)  # 1 - tanh^2
+        return x.cosh_().square_().reciprocal_()
     if surrogate == 'sigmoid':
-        y = x.sigmoid_()
-        return y.sub_(y * y).mul_(2)  # 2 * s * (1 - s)
+        return x.mul_(0.5).cosh_().square_().reciprocal_().mul_(0.5)
     return x.square_().neg_().exp_().mul_(2 / math.sqrt(math.pi))
 
 
@@ -219,8 +219,9 @@ class _SoftRank(torch.autograd.Function):
         for rows, firsts in _blocks(x.size(0), x.size(1), x.size(1),
                                     max_elements):
             diff = x[rows, firsts].unsqueeze(2) - x[rows].unsqueeze(1)
-            slope = diff.div_(eps).sigmoid_()
-            slope.sub_(slope * slope)  # sigmoid' = s (1 - s)
+            # sigmoid'(x) = 1 / (4 cosh^2(x / 2)), in place.
+            slope = diff.div_(2 * eps).cosh_().square_().reciprocal_().mul_(
+                0.25)
             grad_block = grad_ranks[rows, firsts]
             grad_x[rows, firsts] += grad_block * slope.sum(2)
             grad_x[rows] -= torch.bmm(grad_block.unsqueeze(1),
@@ -264,6 +265,8 @@ def hard_rank(x: Tensor) -> Tensor:
     x = x.detach()
     sorted_x = x.sort(dim=1).values.contiguous()
     x = x.contiguous()
-    below = torch.searchsorted(sorted_x, x, side='left')
-    at_or_below = torch.searchsorted(sorted_x, x, side='right')
+    below = torch.searchsorted(
+        sorted_x, x, side='left', out_int32=True)
+    at_or_below = torch.searchsorted(
+        sorted_x, x, side='right', out_int32=True)
     return (below + at_or_below + 1).to(x.dtype) / 2

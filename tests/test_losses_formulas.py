@@ -1,0 +1,237 @@
+"""Each loss against its formula written out independently (float64)."""
+import torch
+import torch.nn.functional as F
+
+from mmrankkd.models.losses import (BalanceDivergenceLoss, CWDLoss,
+                                    DISTLoss, DKDLoss, KDLoss,
+                                    PlackettLuceLoss)
+
+
+def rand(*shape, seed=0, scale=2.0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
+
+
+def labels_for(num_rows, num_classes, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, num_classes, (num_rows, ), generator=gen)
+
+
+# ---------------------------------------------------------------- PLD
+def pld_transcription(student, teacher, labels, tau):
+    """REFERENCE.md section 4, element by element."""
+    total = 0.
+    for s, t, y in zip(student.tolist(), teacher.tolist(), labels.tolist()):
+        others = sorted((c for c in range(len(s)) if c != y),
+                        key=lambda c: -t[c])
+        order = [y] + others
+        weights = torch.softmax(torch.tensor(t, dtype=torch.float64) / tau,
+                                0)
+        row = 0.
+        for k, chosen in enumerate(order):
+            rest = torch.tensor([s[c] for c in order[k:]],
+                                dtype=torch.float64)
+            row += weights[chosen].item() * (
+                torch.logsumexp(rest, 0).item() - s[chosen])
+        total += row
+    return total / len(labels)
+
+
+def test_pld_matches_transcription():
+    student, teacher = rand(6, 7, seed=1), rand(6, 7, seed=2)
+    labels = labels_for(6, 7, seed=3)
+    for tau in (0.5, 1.0, 4.0):
+        loss = PlackettLuceLoss(teacher_temperature=tau)(student, teacher,
+                                                         labels)
+        assert abs(loss.item() -
+                   pld_transcription(student, teacher, labels, tau)) < 1e-10
+
+
+def test_pld_one_hot_alpha_is_cross_entropy():
+    student = rand(6, 7, seed=4)
+    labels = labels_for(6, 7, seed=5)
+    # Teacher softmax = one-hot at the label: alpha = (1, 0, ..., 0).
+    teacher = torch.zeros(6, 7, dtype=torch.float64)
+    teacher[torch.arange(6), labels] = 1e4
+    loss = PlackettLuceLoss()(student, teacher, labels)
+    torch.testing.assert_close(loss, F.cross_entropy(student, labels))
+
+
+def test_pld_uniform_alpha_is_listmle():
+    student = rand(6, 7, seed=6)
+    teacher = rand(6, 7, seed=7)
+    labels = labels_for(6, 7, seed=8)
+    # A huge tau_T makes alpha uniform (1/C) but keeps pi* from the teacher.
+    loss = PlackettLuceLoss(teacher_temperature=1e9)(student, teacher,
+                                                     labels)
+    listmle = 0.
+    for s, t, y in zip(student, teacher, labels.tolist()):
+        others = [c for c in t.argsort(descending=True).tolist() if c != y]
+        ordered = s[[y] + others]
+        listmle += sum(
+            torch.logsumexp(ordered[k:], 0) - ordered[k]
+            for k in range(len(ordered)))
+    torch.testing.assert_close(loss, listmle / 6 / 7)
+
+
+def test_pld_translation_invariant():
+    student, teacher = rand(5, 6, seed=9), rand(5, 6, seed=10)
+    labels = labels_for(5, 6, seed=11)
+    loss_fn = PlackettLuceLoss(teacher_temperature=2.)
+    shift = rand(5, 1, seed=12, scale=100.)
+    torch.testing.assert_close(
+        loss_fn(student + shift, teacher, labels),
+        loss_fn(student, teacher, labels))
+
+
+def test_pld_is_minimised_by_student_following_pi_star():
+    teacher = rand(1, 5, seed=13)
+    labels = torch.tensor([2])
+    loss_fn = PlackettLuceLoss()
+    key = teacher.clone()
+    key[0, 2] = float('inf')
+    order = key.argsort(descending=True)[0]
+    aligned = torch.empty(1, 5, dtype=torch.float64)
+    aligned[0, order] = torch.arange(5, 0, -1, dtype=torch.float64) * 20
+    reversed_ = -aligned
+    assert loss_fn(aligned, teacher, labels) < 1e-6
+    assert loss_fn(reversed_, teacher, labels) > 1.
+
+
+# ------------------------------------------------------------ KD / BDD
+def kl_rows(p, q):
+    return (p * (p.log() - q.log())).sum(1)
+
+
+def test_kd_matches_hand_written_kl():
+    student, teacher = rand(8, 10, seed=14), rand(8, 10, seed=15)
+    for temperature in (1.0, 4.0):
+        p_t = torch.softmax(teacher / temperature, 1)
+        p_s = torch.softmax(student / temperature, 1)
+        expected = temperature**2 * kl_rows(p_t, p_s).mean()
+        torch.testing.assert_close(
+            KDLoss(temperature=temperature)(student, teacher), expected)
+
+
+def test_bdd_pixel_is_weighted_forward_plus_reverse_kl():
+    student, teacher = rand(8, 10, seed=16), rand(8, 10, seed=17)
+    tf, tr, wf, wr = 2.0, 3.0, 0.7, 1.9
+    fwd = tf**2 * kl_rows(torch.softmax(teacher / tf, 1),
+                          torch.softmax(student / tf, 1)).mean()
+    rev = tr**2 * kl_rows(torch.softmax(student / tr, 1),
+                          torch.softmax(teacher / tr, 1)).mean()
+    loss = BalanceDivergenceLoss(forward_temperature=tf,
+                                 reverse_temperature=tr, forward_weight=wf,
+                                 reverse_weight=wr)(student, teacher)
+    torch.testing.assert_close(loss, wf * fwd + wr * rev)
+    # With w_r = 0 it is KD.
+    torch.testing.assert_close(
+        BalanceDivergenceLoss(forward_temperature=tf,
+                              reverse_weight=0.)(student, teacher),
+        KDLoss(temperature=tf)(student, teacher))
+
+
+def channel_kl(p_logits, q_logits, temperature):
+    """mmrazor ChannelWiseDivergence transcription: sum over positions,
+    divided by N * C."""
+    n, c = p_logits.shape[:2]
+    p = torch.softmax(p_logits.reshape(n * c, -1) / temperature, 1)
+    q = torch.softmax(q_logits.reshape(n * c, -1) / temperature, 1)
+    return temperature**2 * (p * (p.log() - q.log())).sum() / (n * c)
+
+
+def test_cwd_matches_mmrazor_transcription():
+    student, teacher = rand(2, 4, 3, 5, seed=18), rand(2, 4, 3, 5, seed=19)
+    for temperature in (1.0, 4.0):
+        torch.testing.assert_close(
+            CWDLoss(temperature=temperature)(student, teacher),
+            channel_kl(teacher, student, temperature))
+
+
+def test_bdd_channel_mode_is_cwd_forward_plus_reverse():
+    student, teacher = rand(2, 4, 3, 5, seed=20), rand(2, 4, 3, 5, seed=21)
+    loss = BalanceDivergenceLoss(forward_temperature=2., reverse_temperature=
+                                 3., reverse_weight=0.5,
+                                 mode='channel')(student, teacher)
+    expected = channel_kl(teacher, student, 2.) + 0.5 * channel_kl(
+        student, teacher, 3.)
+    torch.testing.assert_close(loss, expected)
+    # The pixel mode differs (softmax over classes, not positions).
+    assert not torch.allclose(
+        BalanceDivergenceLoss(forward_temperature=2., reverse_temperature=3.,
+                              reverse_weight=0.5)(student, teacher), loss)
+
+
+# ------------------------------------------------------------------ DKD
+def dkd_reference(student, teacher, labels, alpha, beta, temperature):
+    """DKD as in mdistiller (masking by -1000 and probability sums)."""
+    gt = F.one_hot(labels, student.size(1)).to(student.dtype)
+    other = 1 - gt
+    p_s = torch.softmax(student / temperature, 1)
+    p_t = torch.softmax(teacher / temperature, 1)
+    b_s = torch.stack([(p_s * gt).sum(1), (p_s * other).sum(1)], 1)
+    b_t = torch.stack([(p_t * gt).sum(1), (p_t * other).sum(1)], 1)
+    tckd = (b_t * (b_t.log() - b_s.log())).sum() * temperature**2 / len(
+        labels)
+    p_t2 = torch.softmax(teacher / temperature - 1000. * gt, 1)
+    log_p_s2 = F.log_softmax(student / temperature - 1000. * gt, 1)
+    nckd = F.kl_div(log_p_s2, p_t2, reduction='sum') * temperature**2 / len(
+        labels)
+    return alpha * tckd + beta * nckd
+
+
+def test_dkd_matches_independent_definition():
+    student, teacher = rand(8, 10, seed=22), rand(8, 10, seed=23)
+    labels = labels_for(8, 10, seed=24)
+    for alpha, beta, temperature in ((1., 8., 4.), (0.5, 2., 1.)):
+        torch.testing.assert_close(
+            DKDLoss(alpha=alpha, beta=beta,
+                    temperature=temperature)(student, teacher, labels),
+            dkd_reference(student, teacher, labels, alpha, beta,
+                          temperature))
+    # beta = 0: the target-vs-rest binary KL only; alpha = 0: NCKD only.
+    tckd = DKDLoss(alpha=1., beta=0.)(student, teacher, labels)
+    nckd = DKDLoss(alpha=0., beta=1.)(student, teacher, labels)
+    torch.testing.assert_close(
+        DKDLoss(alpha=2., beta=3.)(student, teacher, labels),
+        2 * tckd + 3 * nckd)
+
+
+def test_dkd_stays_finite_when_target_probability_saturates():
+    student = torch.zeros(2, 5, dtype=torch.float64)
+    teacher = torch.zeros(2, 5, dtype=torch.float64)
+    labels = torch.tensor([1, 3])
+    student[torch.arange(2), labels] = 1e4  # p_target = 1 exactly
+    student.requires_grad_()
+    loss = DKDLoss()(student, teacher, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 100
+    assert torch.isfinite(student.grad).all()
+
+
+# ----------------------------------------------------------------- DIST
+def dist_reference(student, teacher, beta, gamma, temperature):
+    """DIST's official code (cosine_similarity of centred vectors)."""
+
+    def pearson(a, b):
+        return F.cosine_similarity(a - a.mean(1, keepdim=True),
+                                   b - b.mean(1, keepdim=True), eps=1e-8)
+
+    p_s = torch.softmax(student / temperature, 1)
+    p_t = torch.softmax(teacher / temperature, 1)
+    inter = 1 - pearson(p_s, p_t).mean()
+    intra = 1 - pearson(p_s.t(), p_t.t()).mean()
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
+def test_dist_matches_official_form():
+    student, teacher = rand(8, 10, seed=25), rand(8, 10, seed=26)
+    for beta, gamma, temperature in ((1., 1., 1.), (2., 0.5, 4.)):
+        torch.testing.assert_close(
+            DISTLoss(beta=beta, gamma=gamma,
+                     temperature=temperature)(student, teacher),
+            dist_reference(student, teacher, beta, gamma, temperature))
+    # inter and intra really are separate terms.
+    inter = DISTLoss(beta=1., gamma=0.)(student, teacher)
+    intra = DISTLoss(beta=0., gamma=1.)(student, teacher)
+    assert abs(inter.item() - intra.item()) > 1e-3
