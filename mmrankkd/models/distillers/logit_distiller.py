@@ -207,6 +207,11 @@ class LogitDistiller(BaseModel):
         elif isinstance(data_preprocessor, dict):
             _, scope = resolve_model_cfg(student, 'student')
             data_preprocessor = copy.deepcopy(dict(data_preprocessor))
+            # mmpretrain configs give the top-level preprocessor no type.
+            data_preprocessor.setdefault(
+                'type', 'SegDataPreProcessor' if _model_kind(
+                    student_model, 'student') == 'seg' else
+                'ClsDataPreprocessor')
             if scope is not None:
                 data_preprocessor.setdefault('_scope_', scope)
             data_preprocessor = MODELS.build(data_preprocessor)
