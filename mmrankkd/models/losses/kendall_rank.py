@@ -48,7 +48,7 @@ class KendallRankLoss(BaseLogitLoss):
         smooth_teacher (bool): Use g(k(t_i - t_j)) instead of sgn for the
             teacher. Defaults to False.
         max_pairwise_elements (int, optional): Pair elements per block of
-            the memory-bounded kernel. Defaults to None (4x the logits,
+            the memory-bounded kernel. Defaults to None (3x the logits,
             at least 64K).
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
         ignore_index (int): Label value left out. Defaults to 255.
@@ -84,19 +84,17 @@ class KendallRankLoss(BaseLogitLoss):
                                          self.ignore_index)
         num_classes = student.size(1)
         if self.topk is None or self.topk >= num_classes:
-            student_first, teacher_first = student, teacher
+            first, num_first = None, num_classes
         else:
-            top = teacher.topk(self.topk, dim=1).indices
-            student_first = student.gather(1, top)
-            teacher_first = teacher.gather(1, top)
+            first = teacher.topk(self.topk, dim=1).indices
+            num_first = self.topk
         agreement = pairwise_sign_agreement(
-            student_first,
             student,
-            teacher_first,
             teacher,
+            first,
             surrogate=self.surrogate,
             steepness=self.steepness,
             smooth_teacher=self.smooth_teacher,
             max_elements=self.max_pairwise_elements)
-        tau = agreement / (student_first.size(1) * (num_classes - 1))
+        tau = agreement / (num_first * (num_classes - 1))
         return (1 - tau).mean()

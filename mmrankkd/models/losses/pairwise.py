@@ -27,12 +27,12 @@ MIN_BLOCK_ELEMENTS = 1 << 16
 
 
 def default_max_elements(num_rows: int, num_classes: int) -> int:
-    """Pair elements per block: 4x the (R, C) rows, at least 64K.
+    """Pair elements per block: 3x the (R, C) rows, at least 64K.
 
     Forward and backward each keep about two blocks alive at once, so the
-    pairwise work adds about 8x the logits' size (plus the fixed 64K floor).
+    pairwise work adds about 6x the logits' size (plus the fixed 64K floor).
     """
-    return max(4 * num_rows * num_classes, MIN_BLOCK_ELEMENTS)
+    return max(3 * num_rows * num_classes, MIN_BLOCK_ELEMENTS)
 
 
 def _blocks(num_rows: int, num_first: int, num_all: int,
@@ -64,77 +64,110 @@ def surrogate_sign(x: Tensor, surrogate: str) -> Tensor:
 
 
 def _surrogate_sign_(x: Tensor, surrogate: str) -> Tensor:
-    """In-place :func:`surrogate_sign` (overwrites ``x``)."""
+    """In-place :func:`surrogate_sign` (overwrites ``x``). For 'sigmoid'
+    this leaves sigmoid(x), not 2*sigmoid(x) - 1: callers fold the affine
+    map into their reductions (see :func:`_agreement_block`)."""
     if surrogate == 'tanh':
         return x.tanh_()
     if surrogate == 'sigmoid':
-        return x.sigmoid_().mul_(2).sub_(1)
+        return x.sigmoid_()
     return x.erf_()
 
 
-def _surrogate_sign_grad_(x: Tensor, surrogate: str) -> Tensor:
-    """In-place derivative of :func:`surrogate_sign` (overwrites ``x``, no
-    temporaries): 1/cosh^2(x), 1/(2 cosh^2(x/2)) or 2/sqrt(pi) exp(-x^2).
-    cosh overflows to inf for large |x|, giving the exact limit 0."""
-    if surrogate == 'tanh':
-        return x.cosh_().square_().reciprocal_()
-    if surrogate == 'sigmoid':
-        return x.mul_(0.5).cosh_().square_().reciprocal_().mul_(0.5)
-    return x.square_().neg_().exp_().mul_(2 / math.sqrt(math.pi))
-
-
-def _teacher_sign(t_first: Tensor, t_all: Tensor, surrogate: str,
-                  steepness: float, smooth_teacher: bool) -> Tensor:
+def _teacher_sign(t_first: Tensor, t_all: Tensor, steepness: float,
+                  surrogate: str, smooth_teacher: bool) -> Tensor:
+    """sgn(t_i - t_j) (or g(k (t_i - t_j))) of one block."""
     diff = t_first.unsqueeze(2) - t_all.unsqueeze(1)
     if smooth_teacher:
-        return _surrogate_sign_(diff.mul_(steepness), surrogate)
+        return surrogate_sign(diff.mul_(steepness), surrogate)
     return diff.sign_()
 
 
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """sum over all but the first dim of a * b, without an a * b tensor."""
+    rows = a.size(0)
+    return torch.bmm(a.reshape(rows, 1, -1), b.reshape(rows, -1,
+                                                       1)).view(rows)
+
+
 class _PairwiseSignAgreement(torch.autograd.Function):
-    """sum_{i, j} g(k (a_i - b_j)) * sgn(c_i - d_j) per row, blockwise."""
+    """sum_{i in F, j} g(a_i - a_j) * w_ij per row, blockwise, where a is the
+    student pre-scaled by k and w the teacher factor.
+
+    Every block costs a few passes over its memory: forward builds the
+    differences, applies g in place, builds w, and reduces g * w with a
+    batched dot product; backward rebuilds the differences and w and writes
+    g'(x) * w over the differences in one fused pass (tanh_backward /
+    sigmoid_backward).
+    """
 
     @staticmethod
-    def forward(ctx, s_first, s_all, t_first, t_all, surrogate, steepness,
+    def forward(ctx, student, teacher, first, surrogate, steepness,
                 smooth_teacher, max_elements):
-        ctx.save_for_backward(s_first, s_all, t_first, t_all)
+        ctx.save_for_backward(student, teacher, first)
         ctx.options = (surrogate, steepness, smooth_teacher, max_elements)
-        out = s_first.new_zeros(s_first.size(0))
-        for rows, firsts in _blocks(s_first.size(0), s_first.size(1),
-                                    s_all.size(1), max_elements):
-            diff = s_first[rows, firsts].unsqueeze(2) - \
-                s_all[rows].unsqueeze(1)
-            agree = _surrogate_sign_(diff.mul_(steepness), surrogate)
-            agree.mul_(
-                _teacher_sign(t_first[rows, firsts], t_all[rows], surrogate,
-                              steepness, smooth_teacher))
-            out[rows] += agree.sum((1, 2))
+        student_first, teacher_first = _first_members(student, teacher, first)
+        out = student.new_zeros(student.size(0))
+        for rows, firsts in _blocks(student.size(0), student_first.size(1),
+                                    student.size(1), max_elements):
+            diff = student_first[rows, firsts].unsqueeze(2) - \
+                student[rows].unsqueeze(1)
+            student_sign = _surrogate_sign_(diff, surrogate)
+            teacher_sign = _teacher_sign(teacher_first[rows, firsts],
+                                         teacher[rows], steepness, surrogate,
+                                         smooth_teacher)
+            block = _row_dot(student_sign, teacher_sign)
+            if surrogate == 'sigmoid':  # sum (2 sigmoid - 1) * w
+                block = 2 * block - teacher_sign.sum((1, 2))
+            out[rows] += block
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        s_first, s_all, t_first, t_all = ctx.saved_tensors
+        student, teacher, first = ctx.saved_tensors
         surrogate, steepness, smooth_teacher, max_elements = ctx.options
-        grad_first = torch.zeros_like(s_first)
-        grad_all = torch.zeros_like(s_all)
-        for rows, firsts in _blocks(s_first.size(0), s_first.size(1),
-                                    s_all.size(1), max_elements):
-            diff = s_first[rows, firsts].unsqueeze(2) - \
-                s_all[rows].unsqueeze(1)
-            pair_grad = _surrogate_sign_grad_(diff.mul_(steepness), surrogate)
-            pair_grad.mul_(
-                _teacher_sign(t_first[rows, firsts], t_all[rows], surrogate,
-                              steepness, smooth_teacher))
-            pair_grad.mul_((grad_out[rows] * steepness).view(-1, 1, 1))
+        student_first, teacher_first = _first_members(student, teacher, first)
+        grad_first = torch.zeros_like(student_first)
+        grad = torch.zeros_like(student)
+        for rows, firsts in _blocks(student.size(0), student_first.size(1),
+                                    student.size(1), max_elements):
+            diff = student_first[rows, firsts].unsqueeze(2) - \
+                student[rows].unsqueeze(1)
+            teacher_sign = _teacher_sign(teacher_first[rows, firsts],
+                                         teacher[rows], steepness, surrogate,
+                                         smooth_teacher)
+            # pair_grad = g'(diff) * w, written over diff.
+            if surrogate == 'tanh':
+                value = diff.tanh_()
+                pair_grad = torch.ops.aten.tanh_backward.grad_input(
+                    teacher_sign, value, grad_input=value)
+            elif surrogate == 'sigmoid':
+                value = diff.sigmoid_()
+                pair_grad = torch.ops.aten.sigmoid_backward.grad_input(
+                    teacher_sign, value, grad_input=value).mul_(2)
+            else:
+                pair_grad = diff.square_().neg_().exp_().mul_(
+                    2 / math.sqrt(math.pi)).mul_(teacher_sign)
             grad_first[rows, firsts] += pair_grad.sum(2)
-            grad_all[rows] -= pair_grad.sum(1)
-        return grad_first, grad_all, None, None, None, None, None, None
+            grad[rows] -= pair_grad.sum(1)
+        if first is None:
+            grad += grad_first
+        else:
+            grad.scatter_add_(1, first, grad_first)
+        return grad.mul_(grad_out.unsqueeze(1)), None, None, None, None, \
+            None, None
 
 
-def pairwise_sign_agreement(s_first: Tensor,
-                            s_all: Tensor,
-                            t_first: Tensor,
-                            t_all: Tensor,
+def _first_members(student: Tensor, teacher: Tensor,
+                   first: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    if first is None:
+        return student, teacher
+    return student.gather(1, first), teacher.gather(1, first)
+
+
+def pairwise_sign_agreement(student: Tensor,
+                            teacher: Tensor,
+                            first: Optional[Tensor] = None,
                             surrogate: str = 'tanh',
                             steepness: float = 1.0,
                             smooth_teacher: bool = False,
@@ -144,17 +177,17 @@ def pairwise_sign_agreement(s_first: Tensor,
     .. math::
         A_r = \sum_{i \in F} \sum_{j} g(k (s_i - s_j)) \, \mathrm{sgn}(t_i - t_j)
 
-    where the first members ``i`` are the columns of ``s_first``/``t_first``
-    (all classes, or the teacher's top-k) and ``j`` runs over all classes.
+    where the first members ``F`` are the columns listed in ``first`` (e.g.
+    the teacher's top-k) or all classes, and ``j`` runs over all classes.
     ``g`` is the surrogate sign; with ``smooth_teacher`` the teacher factor is
     ``g(k (t_i - t_j))`` too. Pairs with i == j give 0. Memory-bounded:
-    see the module docstring. The teacher tensors get no gradient.
+    see the module docstring. The teacher gets no gradient.
 
     Args:
-        s_first (Tensor): (R, K) student logits of the first members.
-        s_all (Tensor): (R, C) student logits.
-        t_first (Tensor): (R, K) teacher logits of the first members.
-        t_all (Tensor): (R, C) teacher logits.
+        student (Tensor): (R, C) student logits.
+        teacher (Tensor): (R, C) teacher logits.
+        first (Tensor, optional): (R, K) int64 column indices of the first
+            members. Defaults to None (all C columns).
         surrogate (str): 'tanh', 'sigmoid' (2*sigmoid(x)-1) or 'erf'.
         steepness (float): k.
         smooth_teacher (bool): Apply the surrogate to the teacher too.
@@ -168,25 +201,30 @@ def pairwise_sign_agreement(s_first: Tensor,
         raise ValueError(f'surrogate must be one of {SURROGATES}, got '
                          f'{surrogate!r}.')
     if max_elements is None:
-        max_elements = default_max_elements(*s_all.shape)
-    return _PairwiseSignAgreement.apply(s_first, s_all, t_first.detach(),
-                                        t_all.detach(), surrogate,
-                                        float(steepness), bool(smooth_teacher),
+        max_elements = default_max_elements(*student.shape)
+    # g(k (s_i - s_j)) = g(k s_i - k s_j): scale the (R, C) student once
+    # instead of every pairwise block; autograd carries the k.
+    return _PairwiseSignAgreement.apply(steepness * student,
+                                        teacher.detach(), first, surrogate,
+                                        float(steepness),
+                                        bool(smooth_teacher),
                                         int(max_elements))
 
 
-def naive_pairwise_sign_agreement(s_first: Tensor,
-                                  s_all: Tensor,
-                                  t_first: Tensor,
-                                  t_all: Tensor,
+def naive_pairwise_sign_agreement(student: Tensor,
+                                  teacher: Tensor,
+                                  first: Optional[Tensor] = None,
                                   surrogate: str = 'tanh',
                                   steepness: float = 1.0,
                                   smooth_teacher: bool = False) -> Tensor:
     """Reference for :func:`pairwise_sign_agreement`: plain autograd over the
     full (R, K, C) pairwise tensor."""
+    teacher = teacher.detach()
+    student_first, teacher_first = _first_members(student, teacher, first)
     student_pairs = surrogate_sign(
-        steepness * (s_first.unsqueeze(2) - s_all.unsqueeze(1)), surrogate)
-    teacher_diff = (t_first.unsqueeze(2) - t_all.unsqueeze(1)).detach()
+        steepness * (student_first.unsqueeze(2) - student.unsqueeze(1)),
+        surrogate)
+    teacher_diff = teacher_first.unsqueeze(2) - teacher.unsqueeze(1)
     if smooth_teacher:
         teacher_pairs = surrogate_sign(steepness * teacher_diff, surrogate)
     else:
@@ -195,38 +233,38 @@ def naive_pairwise_sign_agreement(s_first: Tensor,
 
 
 class _SoftRank(torch.autograd.Function):
-    """r_i = 1/2 + sum_j sigmoid((x_i - x_j) / eps) per row, blockwise."""
+    """r_i = 1/2 + sum_j sigmoid(x_i - x_j) per row, blockwise (x already
+    divided by eps)."""
 
     @staticmethod
-    def forward(ctx, x, eps, max_elements):
+    def forward(ctx, x, max_elements):
         ctx.save_for_backward(x)
-        ctx.options = (eps, max_elements)
+        ctx.max_elements = max_elements
         ranks = torch.full_like(x, 0.5)
         for rows, firsts in _blocks(x.size(0), x.size(1), x.size(1),
                                     max_elements):
             diff = x[rows, firsts].unsqueeze(2) - x[rows].unsqueeze(1)
-            ranks[rows, firsts] += diff.div_(eps).sigmoid_().sum(2)
+            ranks[rows, firsts] += diff.sigmoid_().sum(2)
         return ranks
 
     @staticmethod
     def backward(ctx, grad_ranks):
-        # dr_i/dx_m = (delta_im sum_j D_ij - D_im) / eps with
-        # D_ij = sigmoid'((x_i - x_j) / eps), so
-        # dL/dx_m = (G_m sum_j D_mj - sum_i G_i D_im) / eps.
+        # dr_i/dx_m = delta_im sum_j D_ij - D_im, D_ij = sigmoid'(x_i - x_j).
+        # With E_ij = G_i D_ij (one fused sigmoid_backward pass):
+        # dL/dx_m = sum_j E_mj - sum_i E_im.
         x, = ctx.saved_tensors
-        eps, max_elements = ctx.options
         grad_x = torch.zeros_like(x)
         for rows, firsts in _blocks(x.size(0), x.size(1), x.size(1),
-                                    max_elements):
+                                    ctx.max_elements):
             diff = x[rows, firsts].unsqueeze(2) - x[rows].unsqueeze(1)
-            # sigmoid'(x) = 1 / (4 cosh^2(x / 2)), in place.
-            slope = diff.div_(2 * eps).cosh_().square_().reciprocal_().mul_(
-                0.25)
-            grad_block = grad_ranks[rows, firsts]
-            grad_x[rows, firsts] += grad_block * slope.sum(2)
-            grad_x[rows] -= torch.bmm(grad_block.unsqueeze(1),
-                                      slope).squeeze(1)
-        return grad_x / eps, None, None
+            value = diff.sigmoid_()
+            weighted = torch.ops.aten.sigmoid_backward.grad_input(
+                grad_ranks[rows, firsts].unsqueeze(2).expand_as(value),
+                value,
+                grad_input=value)
+            grad_x[rows, firsts] += weighted.sum(2)
+            grad_x[rows] -= weighted.sum(1)
+        return grad_x, None
 
 
 def soft_rank(x: Tensor,
@@ -250,7 +288,7 @@ def soft_rank(x: Tensor,
     """
     if max_elements is None:
         max_elements = default_max_elements(*x.shape)
-    return _SoftRank.apply(x, float(eps), int(max_elements))
+    return _SoftRank.apply(x / eps, int(max_elements))
 
 
 def naive_soft_rank(x: Tensor, eps: float = 1.0) -> Tensor:
