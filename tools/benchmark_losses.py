@@ -202,7 +202,7 @@ def student_models():
 QUICK_BATCH = {
     'CIFAR-100': (32, 3, 32, 32),
     'ImageNet': (8, 3, 224, 224),
-    'Cityscapes': (1, 3, 256, 512),
+    'Cityscapes': (2, 3, 256, 512),  # BN in the 1x1 pool branch needs 2
 }
 
 
@@ -254,9 +254,13 @@ def main():
                         choices=list(LOSSES))
     parser.add_argument('--no-student', action='store_true',
                         help='skip the student-step comparison')
+    parser.add_argument('--threads', type=int,
+                        help='torch CPU threads (default: torch\'s choice)')
     parser.add_argument('--out', help='also write the markdown here')
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     from mmrankkd.registry import MODELS
 
@@ -267,7 +271,9 @@ def main():
                    f'{torch.get_num_threads()} threads')
     lines = [
         f'Device: {device} ({machine}); torch {torch.__version__}; '
-        f'{args.repeats} timed repeats after 1 warm-up (median).',
+        f'{args.repeats} timed repeats after 1 warm-up (median).'
+        + (' Student steps on reduced batches (--quick), scaled linearly '
+           'to the full batch.' if args.quick else ''),
         f'Peak extra memory: {MEMORY_METHOD[device.type]}.',
         'x logits: peak extra memory / size of the student logits. '
         'vs naive: this loss / the same loss with plain autograd over the '

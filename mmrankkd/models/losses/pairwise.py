@@ -21,18 +21,17 @@ import torch
 from torch import Tensor
 
 SURROGATES = ('tanh', 'sigmoid', 'erf')
-#: Smallest block (pair elements, 256 KB in fp32): below it, Python loop
-#: overhead would cost more than the memory saved.
-MIN_BLOCK_ELEMENTS = 1 << 16
 
 
 def default_max_elements(num_rows: int, num_classes: int) -> int:
-    """Pair elements per block: 3x the (R, C) rows, at least 64K.
+    """Pair elements per block: 3x the (R, C) rows.
 
     Forward and backward each keep about two blocks alive at once, so the
-    pairwise work adds about 6x the logits' size (plus the fixed 64K floor).
+    pairwise work adds about 6x the logits' size; with the few (R, C)
+    tensors around it one forward + backward stays within ~12x. A block is
+    never smaller than one slice of C pairs (see :func:`_blocks`).
     """
-    return max(3 * num_rows * num_classes, MIN_BLOCK_ELEMENTS)
+    return 3 * num_rows * num_classes
 
 
 def _blocks(num_rows: int, num_first: int, num_all: int,
