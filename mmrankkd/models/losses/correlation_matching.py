@@ -54,7 +54,7 @@ class CorrelationMatchingLoss(BaseLogitLoss):
         pearson_weight (float): w_P for 'fixed'. Defaults to 1.0.
         spearman_weight (float): w_S for 'fixed'. Defaults to 1.0.
         max_pairwise_elements (int, optional): Pair elements per block of the
-            soft-rank kernel. Defaults to None (3x the logits).
+            soft-rank kernel. Defaults to None (2x the logits).
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
         ignore_index (int): Label value left out. Defaults to 255.
     """

@@ -48,7 +48,7 @@ class KendallRankLoss(BaseLogitLoss):
         smooth_teacher (bool): Use g(k(t_i - t_j)) instead of sgn for the
             teacher. Defaults to False.
         max_pairwise_elements (int, optional): Pair elements per block of
-            the memory-bounded kernel. Defaults to None (3x the logits).
+            the memory-bounded kernel. Defaults to None (2x the logits).
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
         ignore_index (int): Label value left out. Defaults to 255.
     """

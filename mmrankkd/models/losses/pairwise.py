@@ -24,14 +24,14 @@ SURROGATES = ('tanh', 'sigmoid', 'erf')
 
 
 def default_max_elements(num_rows: int, num_classes: int) -> int:
-    """Pair elements per block: 3x the (R, C) rows.
+    """Pair elements per block: 2x the (R, C) rows.
 
     Forward and backward each keep about two blocks alive at once, so the
-    pairwise work adds about 6x the logits' size; with the few (R, C)
+    pairwise work adds about 4x the logits' size; with the few (R, C)
     tensors around it one forward + backward stays within ~12x. A block is
     never smaller than one slice of C pairs (see :func:`_blocks`).
     """
-    return 3 * num_rows * num_classes
+    return 2 * num_rows * num_classes
 
 
 def _blocks(num_rows: int, num_first: int, num_all: int,
@@ -126,8 +126,10 @@ class _PairwiseSignAgreement(torch.autograd.Function):
         student, teacher, first = ctx.saved_tensors
         surrogate, steepness, smooth_teacher, max_elements = ctx.options
         student_first, teacher_first = _first_members(student, teacher, first)
-        grad_first = torch.zeros_like(student_first)
         grad = torch.zeros_like(student)
+        # Without top-k the first members are the student itself: one buffer.
+        grad_first = grad if first is None else torch.zeros_like(
+            student_first)
         for rows, firsts in _blocks(student.size(0), student_first.size(1),
                                     student.size(1), max_elements):
             diff = student_first[rows, firsts].unsqueeze(2) - \
@@ -149,9 +151,7 @@ class _PairwiseSignAgreement(torch.autograd.Function):
                     2 / math.sqrt(math.pi)).mul_(teacher_sign)
             grad_first[rows, firsts] += pair_grad.sum(2)
             grad[rows] -= pair_grad.sum(1)
-        if first is None:
-            grad += grad_first
-        else:
+        if first is not None:
             grad.scatter_add_(1, first, grad_first)
         return grad.mul_(grad_out.unsqueeze(1)), None, None, None, None, \
             None, None
