@@ -13,6 +13,7 @@ from mmrankkd.models.losses.pairwise import (hard_rank,
                                              naive_soft_rank,
                                              pairwise_sign_agreement,
                                              soft_rank, surrogate_sign)
+from mmrankkd.utils.memory import peak_extra_bytes
 
 
 def separated_rows(num_rows, num_classes, seed=0, gap=1.0):
@@ -226,23 +227,6 @@ def test_kernels_gradcheck_across_blocks():
         lambda x: pairwise_sign_agreement(x, t, None, 'sigmoid', 0.8, False,
                                           7), (s, ))
     assert torch.autograd.gradcheck(lambda x: soft_rank(x, 0.7, 6), (s, ))
-
-
-def peak_extra_bytes(fn):
-    """Peak of (allocated - freed) CPU bytes while ``fn`` runs, from
-    torch.profiler memory events (deterministic for a given program)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == '[memory]']
-    events.sort(key=lambda e: e.start_ns())
-    current = peak = 0
-    for event in events:
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
 
 
 @pytest.mark.parametrize('shape', [(64, 300), (128, 100), (2, 400)])

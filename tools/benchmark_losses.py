@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrankkd.models.losses import correlation_matching, kendall_rank
+from mmrankkd.utils.memory import peak_extra_bytes
 from mmrankkd.models.losses.pairwise import (naive_pairwise_sign_agreement,
                                              naive_soft_rank)
 
@@ -96,36 +97,6 @@ def time_call(fn, device, repeats):
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def peak_extra_bytes(fn, device):
-    if device.type == 'cuda':
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == '[memory]']
-    events.sort(key=lambda e: e.start_ns())
-    current = peak = 0
-    for event in events:
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
-MEMORY_METHOD = {
-    'cuda': 'torch.cuda.max_memory_allocated above the allocation before '
-            'the call',
-    'cpu': 'torch.profiler memory events (profile_memory=True): peak of '
-           'allocated minus freed bytes during the call, separate untimed run',
-}
 
 
 def make_inputs(shape, device):
