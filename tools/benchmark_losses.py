@@ -99,6 +99,14 @@ def time_call(fn, device, repeats):
     return statistics.median(times)
 
 
+MEMORY_METHOD = {
+    'cuda': 'torch.cuda.max_memory_allocated above the allocation before '
+            'the call',
+    'cpu': 'torch.profiler memory events (profile_memory=True): peak of '
+           'allocated minus freed bytes during the call, separate untimed run',
+}
+
+
 def make_inputs(shape, device):
     gen = torch.Generator().manual_seed(0)
     student = (torch.randn(shape, generator=gen) * 3).to(device)
