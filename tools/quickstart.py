@@ -33,8 +33,11 @@ DATA = dict(num_train=200, num_val=20, height=128, width=256)
 NUM_SHOWN = 3  # validation images in the figure
 
 # Runner output shown in the terminal (everything goes to the log files).
-_SHOWN = re.compile(r'Iter\(train\)|mIoU|Saving checkpoint|'
-                    r'(WARNING|ERROR) - |Traceback|Error')
+_SHOWN = re.compile(r'Iter\(train\)|Iter\(val\) \[\d+/\d+\] +aAcc|'
+                    r'Saving checkpoint|(WARNING|ERROR) - |Traceback|Error')
+# Known harmless runner warnings, kept out of the terminal (not the logs).
+_HIDDEN = re.compile(r'"FileClient" will be deprecated|"HardDiskBackend" is '
+                     r'the alias|The prefix is not set in metric')
 
 
 def parse_args():
@@ -93,15 +96,18 @@ def train(config, work_dir, iters_scale, seed, data_root, verbose,
     """Runs tools/train.py on ``config``; returns (checkpoint, seconds)."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
-    iters = max(1, int(round(cfg.train_cfg.max_iters * iters_scale)))
-    val_interval = max(1, int(round(cfg.train_cfg.val_interval *
-                                    iters_scale)))
+    iters = max(2, int(round(cfg.train_cfg.max_iters * iters_scale)))
+    # (at least 3 iterations apart, so tiny smoke-test runs stay quick)
+    val_interval = max(min(iters, 3),
+                       int(round(cfg.train_cfg.val_interval * iters_scale)))
+    # The quick-start schedules are [LinearLR warm-up, PolyLR to the end].
+    warmup = min(cfg.param_scheduler[0].end, iters - 1)
     options = [
         f'train_cfg.max_iters={iters}',
         f'train_cfg.val_interval={val_interval}',
+        f'param_scheduler.0.end={warmup}',
+        f'param_scheduler.1.begin={warmup}',
         f'param_scheduler.1.end={iters}',
-        f'param_scheduler.1.begin={min(20, iters - 1)}',
-        f'param_scheduler.0.end={min(20, iters - 1)}',
         f'default_hooks.checkpoint.interval={iters}',
         f'randomness.seed={seed}',
     ] + [
@@ -135,7 +141,8 @@ def train(config, work_dir, iters_scale, seed, data_root, verbose,
             log.write(line)
             lines.append(line)
             lines = lines[-80:]
-            if verbose or _SHOWN.search(line):
+            if verbose or (_SHOWN.search(line)
+                           and not _HIDDEN.search(line)):
                 print('    ' + line.rstrip()[:200], flush=True)
         rc = proc.wait()
     seconds = time.time() - start
@@ -224,23 +231,27 @@ def make_figure(path, runs, samples, classes, palette):
     names = [name for name in ('teacher', 'student', 'distilled')
              if name in runs]
     n_img = len(samples)
-    fig = plt.figure(figsize=(17, 4.2 + 2.3 * n_img))
+    fig = plt.figure(figsize=(17, 4.2 + 1.8 * n_img))
     top = fig.add_gridspec(
         1, len(names) + 1, left=0.05, right=0.98, top=0.95,
-        bottom=1 - 3.6 / (4.2 + 2.3 * n_img), wspace=0.28)
+        bottom=1 - 3.6 / (4.2 + 1.8 * n_img), wspace=0.28)
     for i, name in enumerate(names):
         ax = fig.add_subplot(top[0, i])
         rows = runs[name]['train_rows']
         keys = sorted({k for r in rows for k in r if 'loss' in k})
         for key in keys:
             pts = [(r['step'], r[key]) for r in rows if key in r]
-            ax.plot(*zip(*pts), label=key, lw=1.6 if key == 'loss' else 1.1,
-                    color='black' if key == 'loss' else None)
+            if key == 'loss':
+                ax.plot(*zip(*pts), '--', color='black', lw=1.2,
+                        label='loss (total)')
+            else:
+                ax.plot(*zip(*pts), lw=1.6, label=key)
         ax.set_title(f'{runs[name]["title"]}: training losses', fontsize=10)
         ax.set_xlabel('iteration')
-        ax.set_yscale('log')
-        ax.grid(alpha=0.3, which='both')
-        ax.legend(fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        if keys:
+            ax.legend(fontsize=8)
     ax = fig.add_subplot(top[0, len(names)])
     colors = dict(teacher='tab:blue', student='tab:orange',
                   distilled='tab:green')
@@ -257,8 +268,9 @@ def make_figure(path, runs, samples, classes, palette):
                     label=f'{runs[name]["title"]} agreement w/ teacher')
     ax.set_title('validation (%)', fontsize=10)
     ax.set_xlabel('iteration')
+    ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc='center right')
 
     cols = [('image', None), ('ground truth', None)] + [
         (f'{runs[n]["title"]} ({runs[n]["miou"]:.1f} mIoU)', n)
@@ -266,7 +278,7 @@ def make_figure(path, runs, samples, classes, palette):
     ]
     grid = fig.add_gridspec(
         n_img, len(cols), left=0.02, right=0.98, top=1 - 4.3 /
-        (4.2 + 2.3 * n_img), bottom=0.6 / (4.2 + 2.3 * n_img),
+        (4.2 + 1.8 * n_img), bottom=0.6 / (4.2 + 1.8 * n_img),
         wspace=0.03, hspace=0.12)
     for r, item in enumerate(samples):
         for c, (title, name) in enumerate(cols):

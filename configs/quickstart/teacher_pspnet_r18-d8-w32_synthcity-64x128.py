@@ -1,5 +1,5 @@
 # The quick-start teacher: PSPNet R18-D8 at half width (base 32 channels),
-# trained longer than the student. Full width costs ~6x more on 2 CPU cores.
+# trained from scratch. Full width would cost ~4x more on 2 CPU cores.
 _base_ = './_base_/pspnet_r18-d8_synthcity-64x128.py'
 
 max_iters = 300

@@ -47,7 +47,7 @@ train_dataloader = dict(
     persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1,
+    batch_size=4,  # all validation images have the same size
     num_workers=0,
     persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
