@@ -35,6 +35,7 @@ NUM_SHOWN = 3  # validation images in the figure
 # Runner output shown in the terminal (everything goes to the log files).
 _SHOWN = re.compile(r'Iter\(train\)|Iter\(val\) \[\d+/\d+\] +aAcc|'
                     r'Saving checkpoint|(WARNING|ERROR) - |Traceback|Error')
+_PREFIX = re.compile(r'^\d+/\d+ (\d+:\d+:\d+) - mmengine - INFO - ')
 # Known harmless runner warnings, kept out of the terminal (not the logs).
 _HIDDEN = re.compile(r'"FileClient" will be deprecated|"HardDiskBackend" is '
                      r'the alias|The prefix is not set in metric')
@@ -56,6 +57,11 @@ def parse_args():
         'on 2 CPU cores)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument(
+        '--report-only',
+        action='store_true',
+        help='no training: redo the table and figure from the runs already '
+        'in --work-dir')
+    parser.add_argument(
         '--verbose',
         action='store_true',
         help='show all runner output, not only progress lines')
@@ -63,6 +69,8 @@ def parse_args():
 
 
 def _fmt_time(seconds):
+    if seconds != seconds:  # NaN: not measured
+        return '?'
     seconds = int(round(seconds))
     return f'{seconds // 60}m{seconds % 60:02d}s'
 
@@ -141,9 +149,11 @@ def train(config, work_dir, iters_scale, seed, data_root, verbose,
             log.write(line)
             lines.append(line)
             lines = lines[-80:]
-            if verbose or (_SHOWN.search(line)
-                           and not _HIDDEN.search(line)):
-                print('    ' + line.rstrip()[:200], flush=True)
+            if verbose:
+                print(line, end='', flush=True)
+            elif _SHOWN.search(line) and not _HIDDEN.search(line):
+                print('    ' + _PREFIX.sub(r'\1 ', line.rstrip()),
+                      flush=True)
         rc = proc.wait()
     seconds = time.time() - start
     if rc != 0:
@@ -231,10 +241,15 @@ def make_figure(path, runs, samples, classes, palette):
     names = [name for name in ('teacher', 'student', 'distilled')
              if name in runs]
     n_img = len(samples)
-    fig = plt.figure(figsize=(17, 4.2 + 1.8 * n_img))
+    height = 4.6 + 1.8 * n_img  # inches
+    fig = plt.figure(figsize=(17, height))
+    fig.suptitle(
+        'mmrankkd quick-start: PSPNet R18-D8 teacher (half width) -> '
+        'student (quarter width), Balance Divergence + Kendall rank '
+        'distillation, synthetic street scenes', fontsize=12)
     top = fig.add_gridspec(
-        1, len(names) + 1, left=0.05, right=0.98, top=0.95,
-        bottom=1 - 3.6 / (4.2 + 1.8 * n_img), wspace=0.28)
+        1, len(names) + 1, left=0.05, right=0.98, top=1 - 0.75 / height,
+        bottom=1 - 3.9 / height, wspace=0.28)
     for i, name in enumerate(names):
         ax = fig.add_subplot(top[0, i])
         rows = runs[name]['train_rows']
@@ -277,8 +292,8 @@ def make_figure(path, runs, samples, classes, palette):
         for n in names
     ]
     grid = fig.add_gridspec(
-        n_img, len(cols), left=0.02, right=0.98, top=1 - 4.3 /
-        (4.2 + 1.8 * n_img), bottom=0.6 / (4.2 + 1.8 * n_img),
+        n_img, len(cols), left=0.02, right=0.98, top=1 - 4.75 / height,
+        bottom=0.6 / height,
         wspace=0.03, hspace=0.12)
     for r, item in enumerate(samples):
         for c, (title, name) in enumerate(cols):
@@ -305,56 +320,26 @@ def make_figure(path, runs, samples, classes, palette):
     plt.close(fig)
 
 
-def file_mb(path):
-    return osp.getsize(path) / 2**20
+def summarize(runs, work_dir, data_root):
+    """Exports the distilled student, runs the three models on validation
+    images, and writes ``summary.{json,txt}`` and the figure.
 
+    Args:
+        runs (dict): ``name -> dict(title, ckpt, seconds)`` for ``teacher``,
+            ``student`` and ``distilled``; filled in with the results.
+        work_dir (str): The quick-start work directory.
+        data_root (str): The synthetic data set.
 
-def main():
-    args = parse_args()
-    work_dir = osp.abspath(args.work_dir)
-    data_root = osp.join(work_dir, 'data', 'synthetic_cityscapes')
-    stages = Stages(5)
-    print(f'mmrankkd quick-start: everything goes under {work_dir}',
-          flush=True)
+    Returns:
+        tuple[str, str, str]: The table, its notes and the figure's path.
+    """
+    import warnings
 
-    stages.begin('Synthetic street scenes (Cityscapes layout)')
-    from mmrankkd.datasets import make_synthetic_cityscapes
-    existed = osp.isfile(osp.join(data_root, 'synthetic_cityscapes.json'))
-    make_synthetic_cityscapes(data_root, seed=args.seed, **DATA)
-    stages.end(f'{"reused" if existed else "wrote"} {DATA["num_train"]} '
-               f'train + {DATA["num_val"]} val images '
-               f'({DATA["height"]}x{DATA["width"]}) in {data_root}')
-
-    runs = {}
-    stages.begin('Teacher: PSPNet R18-D8, half width, trained from scratch')
-    ckpt, secs = train(TEACHER_CFG, osp.join(work_dir, 'teacher'),
-                       args.iters_scale, args.seed, data_root, args.verbose)
-    runs['teacher'] = dict(title='teacher', config=TEACHER_CFG, ckpt=ckpt,
-                           seconds=secs)
-    stages.end(f'checkpoint {ckpt}')
-
-    stages.begin('Distilled student: PSPNet R18-D8, quarter width, '
-                 'BDD + Kendall rank from the teacher')
-    ckpt, secs = train(
-        DISTILL_CFG, osp.join(work_dir, 'distilled'), args.iters_scale,
-        args.seed, data_root, args.verbose,
-        extra=[f'model.teacher_ckpt={runs["teacher"]["ckpt"]}'])
-    runs['distilled'] = dict(title='distilled student', config=DISTILL_CFG,
-                             ckpt=ckpt, seconds=secs)
-    stages.end(f'checkpoint {ckpt}')
-
-    stages.begin('Student alone: same network and schedule, no teacher')
-    ckpt, secs = train(STUDENT_CFG, osp.join(work_dir, 'student'),
-                       args.iters_scale, args.seed, data_root, args.verbose)
-    runs['student'] = dict(title='student alone', config=STUDENT_CFG,
-                           ckpt=ckpt, seconds=secs)
-    stages.end(f'checkpoint {ckpt}')
-
-    stages.begin('Results: export the distilled student, predict, '
-                 'compare')
     import mmrankkd  # noqa: F401
     from mmengine.config import Config
     from mmrankkd.engine.export import export_student
+    # mmseg's deprecation notes when building models (build_loss, ...)
+    warnings.filterwarnings('ignore', category=UserWarning, module='mmseg')
     from mmseg.apis import init_model
     export = export_student(
         runs['distilled']['ckpt'],
@@ -414,6 +399,87 @@ def main():
         json.dump(summary, f, indent=2)
     with open(osp.join(work_dir, 'summary.txt'), 'w') as f:
         f.write(table + '\n\n' + notes + '\n')
+    return table, notes, fig_path
+
+
+def previous_runs(work_dir):
+    """``runs`` for :func:`summarize` from an earlier quick-start."""
+    titles = dict(teacher='teacher', student='student alone',
+                  distilled='distilled student')
+    old = {}
+    if osp.isfile(osp.join(work_dir, 'summary.json')):
+        with open(osp.join(work_dir, 'summary.json')) as f:
+            old = json.load(f)
+    runs = {}
+    for name, title in titles.items():
+        last = osp.join(work_dir, name, 'last_checkpoint')
+        if not osp.isfile(last):
+            sys.exit(f'No finished {name} run in {work_dir}: run '
+                     'tools/quickstart.py without --report-only first.')
+        with open(last) as f:
+            ckpt = f.read().strip()
+        runs[name] = dict(title=title, ckpt=ckpt,
+                          seconds=old.get(name, {}).get('seconds',
+                                                        float('nan')))
+    return runs
+
+
+def file_mb(path):
+    return osp.getsize(path) / 2**20
+
+
+def main():
+    args = parse_args()
+    work_dir = osp.abspath(args.work_dir)
+    data_root = osp.join(work_dir, 'data', 'synthetic_cityscapes')
+    stages = Stages(2 if args.report_only else 5)
+    print(f'mmrankkd quick-start: everything goes under {work_dir}',
+          flush=True)
+
+    stages.begin('Synthetic street scenes (Cityscapes layout)')
+    from mmrankkd.datasets import make_synthetic_cityscapes
+    existed = osp.isfile(osp.join(data_root, 'synthetic_cityscapes.json'))
+    make_synthetic_cityscapes(data_root, seed=args.seed, **DATA)
+    stages.end(f'{"reused" if existed else "wrote"} {DATA["num_train"]} '
+               f'train + {DATA["num_val"]} val images '
+               f'({DATA["height"]}x{DATA["width"]}) in {data_root}')
+
+    if args.report_only:
+        runs = previous_runs(work_dir)
+        stages.begin('Results from the runs in the work dir')
+        table, notes, fig_path = summarize(runs, work_dir, data_root)
+        stages.end()
+        print('\n' + table + '\n\n' + notes + f'\n\nFigure: {fig_path}')
+        return
+
+    runs = {}
+    stages.begin('Teacher: PSPNet R18-D8, half width, trained from scratch')
+    ckpt, secs = train(TEACHER_CFG, osp.join(work_dir, 'teacher'),
+                       args.iters_scale, args.seed, data_root, args.verbose)
+    runs['teacher'] = dict(title='teacher', config=TEACHER_CFG, ckpt=ckpt,
+                           seconds=secs)
+    stages.end(f'checkpoint {ckpt}')
+
+    stages.begin('Distilled student: PSPNet R18-D8, quarter width, '
+                 'BDD + Kendall rank from the teacher')
+    ckpt, secs = train(
+        DISTILL_CFG, osp.join(work_dir, 'distilled'), args.iters_scale,
+        args.seed, data_root, args.verbose,
+        extra=[f'model.teacher_ckpt={runs["teacher"]["ckpt"]}'])
+    runs['distilled'] = dict(title='distilled student', config=DISTILL_CFG,
+                             ckpt=ckpt, seconds=secs)
+    stages.end(f'checkpoint {ckpt}')
+
+    stages.begin('Student alone: same network and schedule, no teacher')
+    ckpt, secs = train(STUDENT_CFG, osp.join(work_dir, 'student'),
+                       args.iters_scale, args.seed, data_root, args.verbose)
+    runs['student'] = dict(title='student alone', config=STUDENT_CFG,
+                           ckpt=ckpt, seconds=secs)
+    stages.end(f'checkpoint {ckpt}')
+
+    stages.begin('Results: export the distilled student, predict, '
+                 'compare')
+    table, notes, fig_path = summarize(runs, work_dir, data_root)
     stages.end()
 
     print('\n' + table)
