@@ -13,6 +13,10 @@
 #
 #   python tools/quickstart.py [--work-dir work_dirs/quickstart]
 #                              [--iters-scale 1.0] [--seed 0] [--verbose]
+#   python tools/quickstart.py --report-only   # redo table + figure only
+#
+# Measured on this 2-core CPU: 5m33s (teacher 2m09s, distilled student
+# 1m55s, student alone 1m08s); results are deterministic for a seed.
 import argparse
 import glob
 import json
@@ -25,8 +29,10 @@ import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs', 'quickstart')
-TEACHER_CFG = osp.join(CONFIGS, 'teacher_pspnet_r18-d8-w32_synthcity-64x128.py')
-STUDENT_CFG = osp.join(CONFIGS, 'student_pspnet_r18-d8-w16_synthcity-64x128.py')
+TEACHER_CFG = osp.join(CONFIGS,
+                       'teacher_pspnet_r18-d8-w32_synthcity-64x128.py')
+STUDENT_CFG = osp.join(CONFIGS,
+                       'student_pspnet_r18-d8-w16_synthcity-64x128.py')
 DISTILL_CFG = osp.join(
     CONFIGS, 'distill_bdd-kendall_r18w32-to-r18w16_synthcity-64x128.py')
 DATA = dict(num_train=200, num_val=20, height=128, width=256)
