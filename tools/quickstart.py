@@ -25,6 +25,7 @@ import os.path as osp
 import re
 import subprocess
 import sys
+import textwrap
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -403,6 +404,7 @@ def summarize(runs, work_dir, data_root):
     }
     with open(osp.join(work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)
+    notes = textwrap.fill(notes, 79)
     with open(osp.join(work_dir, 'summary.txt'), 'w') as f:
         f.write(table + '\n\n' + notes + '\n')
     return table, notes, fig_path
