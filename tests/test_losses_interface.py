@@ -35,7 +35,9 @@ ZERO_MINIMUM = ['KDLoss', 'DISTLoss', 'CWDLoss', 'DKDLoss',
 
 
 def build(name, **extra):
-    cfg = dict(type=name.split('/')[0], **CASES[name])
+    # Scope-qualified, as configs write it: a bare name would be looked up
+    # in whatever default scope an earlier in-process runner left (mmseg).
+    cfg = dict(type='mmrankkd.' + name.split('/')[0], **CASES[name])
     cfg.update(extra)
     return MODELS.build(cfg)
 
@@ -237,10 +239,10 @@ def test_dense_only_losses_reject_classification_logits(name):
 
 
 def test_bad_constructor_arguments():
-    for cfg in (dict(type='KendallRankLoss', surrogate='relu'),
-                dict(type='KendallRankLoss', topk=0),
-                dict(type='BalanceDivergenceLoss', mode='spatial'),
-                dict(type='CorrelationMatchingLoss', weighting='learned'),
-                dict(type='KDLoss', temperature=0)):
+    for cfg in (dict(type='mmrankkd.KendallRankLoss', surrogate='relu'),
+                dict(type='mmrankkd.KendallRankLoss', topk=0),
+                dict(type='mmrankkd.BalanceDivergenceLoss', mode='spatial'),
+                dict(type='mmrankkd.CorrelationMatchingLoss', weighting='learned'),
+                dict(type='mmrankkd.KDLoss', temperature=0)):
         with pytest.raises(ValueError):
             MODELS.build(cfg)
