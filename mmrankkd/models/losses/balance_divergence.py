@@ -59,12 +59,10 @@ class BalanceDivergenceLoss(BaseLogitLoss):
         if mode not in MODES:
             raise ValueError(f'BalanceDivergenceLoss: mode must be one of '
                              f'{MODES}, got {mode!r}.')
-        if forward_temperature <= 0 or reverse_temperature <= 0:
-            raise ValueError(
-                'BalanceDivergenceLoss: temperatures must be > 0, got '
-                f'{forward_temperature} and {reverse_temperature}.')
-        self.forward_temperature = float(forward_temperature)
-        self.reverse_temperature = float(reverse_temperature)
+        self.forward_temperature = self.positive('forward_temperature',
+                                                 forward_temperature)
+        self.reverse_temperature = self.positive('reverse_temperature',
+                                                 reverse_temperature)
         self.forward_weight = float(forward_weight)
         self.reverse_weight = float(reverse_weight)
         self.mode = mode

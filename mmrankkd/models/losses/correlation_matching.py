@@ -72,12 +72,8 @@ class CorrelationMatchingLoss(BaseLogitLoss):
         if weighting not in WEIGHTINGS:
             raise ValueError(f'CorrelationMatchingLoss: weighting must be one '
                              f'of {WEIGHTINGS}, got {weighting!r}.')
-        if temperature <= 0 or rank_eps <= 0:
-            raise ValueError(
-                'CorrelationMatchingLoss: temperature and rank_eps must be > '
-                f'0, got {temperature} and {rank_eps}.')
-        self.temperature = float(temperature)
-        self.rank_eps = float(rank_eps)
+        self.temperature = self.positive('temperature', temperature)
+        self.rank_eps = self.positive('rank_eps', rank_eps)
         self.weighting = weighting
         self.pearson_weight = float(pearson_weight)
         self.spearman_weight = float(spearman_weight)

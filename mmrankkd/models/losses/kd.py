@@ -33,10 +33,7 @@ class KDLoss(BaseLogitLoss):
                  loss_weight: float = 1.0,
                  ignore_index: int = 255):
         super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
-        if temperature <= 0:
-            raise ValueError(f'KDLoss: temperature must be > 0, got '
-                             f'{temperature}.')
-        self.temperature = float(temperature)
+        self.temperature = self.positive('temperature', temperature)
 
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor]) -> Tensor:

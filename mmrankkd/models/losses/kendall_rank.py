@@ -65,14 +65,11 @@ class KendallRankLoss(BaseLogitLoss):
         if surrogate not in SURROGATES:
             raise ValueError(f'KendallRankLoss: surrogate must be one of '
                              f'{SURROGATES}, got {surrogate!r}.')
-        if steepness <= 0:
-            raise ValueError(f'KendallRankLoss: steepness must be > 0, got '
-                             f'{steepness}.')
         if topk is not None and topk < 1:
             raise ValueError(f'KendallRankLoss: topk must be >= 1 or None, '
                              f'got {topk}.')
         self.surrogate = surrogate
-        self.steepness = float(steepness)
+        self.steepness = self.positive('steepness', steepness)
         self.topk = topk
         self.smooth_teacher = bool(smooth_teacher)
         self.max_pairwise_elements = max_pairwise_elements

@@ -49,10 +49,8 @@ class PlackettLuceLoss(BaseLogitLoss):
                  loss_weight: float = 1.0,
                  ignore_index: int = 255):
         super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
-        if teacher_temperature <= 0:
-            raise ValueError(f'PlackettLuceLoss: teacher_temperature must be '
-                             f'> 0, got {teacher_temperature}.')
-        self.teacher_temperature = float(teacher_temperature)
+        self.teacher_temperature = self.positive('teacher_temperature',
+                                                 teacher_temperature)
 
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor]) -> Tensor:

@@ -281,6 +281,13 @@ class BaseLogitLoss(nn.Module):
     def loss_name(self) -> str:
         return type(self).__name__
 
+    def positive(self, name: str, value: float) -> float:
+        """``value`` as a float; a ValueError naming ``name`` unless > 0."""
+        if not value > 0:
+            raise ValueError(
+                f'{self.loss_name}: {name} must be > 0, got {value}.')
+        return float(value)
+
     def forward(self,
                 student_logits: Tensor,
                 teacher_logits: Tensor,
