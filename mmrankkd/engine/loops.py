@@ -41,9 +41,18 @@ def _is_agreement_metric(metric) -> bool:
 
 
 class _DistillEvalMixin:
-    """Shared by :class:`DistillValLoop` and :class:`DistillTestLoop`."""
+    """Shared by :class:`DistillValLoop` and :class:`DistillTestLoop`, which
+    only name their ``stage`` (the hooks they call) and base loop."""
 
-    def _init_distill(self, score_teacher: bool, evaluator_cfg):
+    stage: str
+
+    def __init__(self,
+                 runner,
+                 dataloader: Union[DataLoader, Dict],
+                 evaluator: Union[Evaluator, Dict, List],
+                 fp16: bool = False,
+                 score_teacher: bool = False) -> None:
+        super().__init__(runner, dataloader, evaluator, fp16)
         model = _unwrap(self.runner.model)
         if not hasattr(model, 'predict_teacher'):
             raise TypeError(
@@ -84,7 +93,8 @@ class _DistillEvalMixin:
                         data_samples=teacher_out, data_batch=data_batch)
         return outputs
 
-    def _run_distill(self, stage: str) -> dict:
+    def run(self) -> dict:
+        stage = self.stage
         runner = self.runner
         runner.call_hook(f'before_{stage}')
         runner.call_hook(f'before_{stage}_epoch')
@@ -127,17 +137,7 @@ class DistillValLoop(_DistillEvalMixin, ValLoop):
             metrics, logged as ``teacher/<metric>``. Defaults to False.
     """
 
-    def __init__(self,
-                 runner,
-                 dataloader: Union[DataLoader, Dict],
-                 evaluator: Union[Evaluator, Dict, List],
-                 fp16: bool = False,
-                 score_teacher: bool = False) -> None:
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self._init_distill(score_teacher, evaluator)
-
-    def run(self) -> dict:
-        return self._run_distill('val')
+    stage = 'val'
 
     def run_iter(self, idx, data_batch: Sequence[dict]):  # pragma: no cover
         raise NotImplementedError('DistillValLoop runs batches in run()')
@@ -147,14 +147,4 @@ class DistillValLoop(_DistillEvalMixin, ValLoop):
 class DistillTestLoop(_DistillEvalMixin, TestLoop):
     """``TestLoop`` counterpart of :class:`DistillValLoop`."""
 
-    def __init__(self,
-                 runner,
-                 dataloader: Union[DataLoader, Dict],
-                 evaluator: Union[Evaluator, Dict, List],
-                 fp16: bool = False,
-                 score_teacher: bool = False) -> None:
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self._init_distill(score_teacher, evaluator)
-
-    def run(self) -> dict:
-        return self._run_distill('test')
+    stage = 'test'
