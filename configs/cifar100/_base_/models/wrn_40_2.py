@@ -1,0 +1,36 @@
+# CIFAR-100 `wrn_40_2` of the distillation benchmarks (32x32 input, 100
+# classes): the same network as RepDistiller's
+# models/wrn.py,
+# identical in mdistiller (mdistiller/models/cifar/).
+# Keys of a released checkpoint: `fc.*` -> `head.fc.*`, every other
+# `k` -> `backbone.k`.
+# Released CRD teacher: wrn_40_2_vanilla/ckpt_epoch_240.pth; convert it with
+#   python tools/convert_crd_checkpoint.py \
+#       wrn_40_2_vanilla/ckpt_epoch_240.pth \
+#       checkpoints/cifar100/wrn_40_2.pth --arch wrn_40_2
+#
+# data_preprocessor: the normalisation these networks are trained with,
+# mean (0.5071, 0.4867, 0.4408) and std (0.2675, 0.2565, 0.2761) of [0, 1]
+# RGB pixels, here times 255 for 0-255 pixels. mmpretrain's CIFAR100 data
+# set already yields RGB images, so no channel swap (to_rgb=False).
+custom_imports = dict(imports=['mmrankkd'], allow_failed_imports=False)
+
+model = dict(
+    type='mmpretrain.ImageClassifier',
+    data_preprocessor=dict(
+        type='mmpretrain.ClsDataPreprocessor',
+        num_classes=100,
+        mean=[129.3105, 124.1085, 112.404],
+        std=[68.2125, 65.4075, 70.4055],
+        to_rgb=False),
+    backbone=dict(type='mmrankkd.CIFARWideResNet', depth=40, widen_factor=2),
+    neck=dict(type='mmpretrain.GlobalAveragePooling'),
+    head=dict(
+        type='mmpretrain.LinearClsHead',
+        num_classes=100,
+        in_channels=128,
+        loss=dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0),
+        # PyTorch's default Linear initialisation, as the original (which
+        # also zeroes the bias).
+        init_cfg=None,
+    ))
