@@ -1,5 +1,6 @@
 from .cpu_dist import setup_cpu_distributed
 from .export import export_student, student_config, student_state_dict
+from .hooks import DistillLossWeightScheduleHook  # noqa: F401
 from .loops import DistillTestLoop, DistillValLoop
 from .safe_load import (SAFE_GLOBALS, UnsafeCheckpointError,
                         allow_openmmlab_checkpoint_types,

@@ -1,0 +1,3 @@
+from .loss_weight_schedule import DistillLossWeightScheduleHook
+
+__all__ = ['DistillLossWeightScheduleHook']
