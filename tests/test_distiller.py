@@ -177,10 +177,10 @@ def test_predict_and_tensor_use_the_student(seg_ckpt):
 def test_teacher_logits_resized_or_refused(seg_ckpt):
     model = seg_distiller(seg_ckpt)
     s, t = torch.randn(2, 19, 8, 8), torch.randn(2, 19, 4, 4)
-    assert model._match_teacher(s, t).shape == s.shape
+    assert model.match_teacher(s, t).shape == s.shape
     model.resize_teacher_logits = False
     with pytest.raises(ValueError, match='resize_teacher_logits'):
-        model._match_teacher(s, t)
+        model.match_teacher(s, t)
 
 
 def test_classifier_losses_and_labels(cls_ckpt):

@@ -1,17 +1,20 @@
 """Validation/test loops for distillers: score the student, compare it with
 the teacher, optionally score the teacher once.
 
-Each batch is preprocessed once; the student predicts (exactly what the plain
-``ValLoop`` would produce), the teacher predicts on a copy of the samples,
-and the teacher's predictions are attached to the student's samples as
-``teacher_*`` fields. The evaluator therefore sees ordinary student
-predictions (``IoUMetric`` / ``Accuracy`` score the student unchanged) and
-agreement metrics such as ``mmrankkd.TeacherStudentAgreement`` read both.
+They are MMEngine's ``ValLoop`` / ``TestLoop`` (same ``run``, val-loss
+handling included) with two additions. Each iteration asks the distiller
+to predict with the teacher as well: the batch is preprocessed once, the
+student predicts (exactly what the plain loop would produce), the teacher
+predicts on a copy of the samples, and its predictions are attached to the
+student's samples as ``teacher_*`` fields (:func:`attach_teacher_predictions`).
+The evaluator therefore sees ordinary student predictions (``IoUMetric`` /
+``Accuracy`` score the student unchanged) and agreement metrics such as
+``mmrankkd.TeacherStudentAgreement`` read both.
 
 With ``score_teacher=True`` the first run also feeds the teacher's
-predictions to a copy of the evaluator (agreement metrics left out) and logs
-its results as ``teacher/<metric>``; the teacher is frozen, so later runs
-reuse that result instead of recomputing it.
+predictions to a copy of the evaluator's metrics (agreement metrics left
+out) and reports them as ``teacher/<metric>``; the teacher is frozen, so
+later runs reuse that result instead of recomputing it.
 
 Config::
 
@@ -22,14 +25,38 @@ Config::
 import copy
 from typing import Dict, List, Optional, Sequence, Union
 
-import torch
 from mmengine.evaluator import Evaluator
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop, ValLoop
-from mmengine.runner.amp import autocast
+from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
 from mmrankkd.registry import LOOPS
+
+#: Prediction fields copied from the teacher's samples as ``teacher_<f>``.
+PREDICTION_FIELDS = ('pred_sem_seg', 'seg_logits', 'pred_score',
+                     'pred_label')
+
+
+def attach_teacher_predictions(student_samples: List[BaseDataElement],
+                               teacher_samples: List[BaseDataElement]):
+    """Copy the teacher's predictions onto the student's samples as
+    ``teacher_pred_sem_seg`` / ``teacher_seg_logits`` (segmentation) or
+    ``teacher_pred_score`` / ``teacher_pred_label`` (classification)."""
+    for s, t in zip(student_samples, teacher_samples):
+        for field in PREDICTION_FIELDS:
+            if field in t:
+                s.set_field(getattr(t, field), f'teacher_{field}')
+    return student_samples
+
+
+def _as_teacher_prediction(sample: BaseDataElement) -> dict:
+    """The sample as a dict whose ``pred_*`` fields are the teacher's."""
+    data = sample.to_dict()
+    for field in PREDICTION_FIELDS:
+        if f'teacher_{field}' in data:
+            data[field] = data.pop(f'teacher_{field}')
+    return data
 
 
 def _unwrap(model):
@@ -40,11 +67,43 @@ def _is_agreement_metric(metric) -> bool:
     return getattr(metric, 'needs_teacher', False)
 
 
-class _DistillEvalMixin:
-    """Shared by :class:`DistillValLoop` and :class:`DistillTestLoop`, which
-    only name their ``stage`` (the hooks they call) and base loop."""
+class _StudentTeacherEvaluator(Evaluator):
+    """The student's evaluator, plus the teacher's metrics (``teacher/``
+    prefix) computed from the attached teacher predictions on the first
+    evaluation and reused after."""
 
-    stage: str
+    def __init__(self, metrics, teacher_metrics):
+        super().__init__(metrics)
+        self.teacher = Evaluator(teacher_metrics) if teacher_metrics else None
+        self.teacher_results: Optional[Dict[str, float]] = None
+
+    @property
+    def teacher_pending(self) -> bool:
+        return self.teacher is not None and self.teacher_results is None
+
+    @Evaluator.dataset_meta.setter
+    def dataset_meta(self, dataset_meta: dict) -> None:
+        Evaluator.dataset_meta.fset(self, dataset_meta)
+        if self.teacher is not None:
+            self.teacher.dataset_meta = dataset_meta
+
+    def process(self, data_samples: Sequence, data_batch=None):
+        super().process(data_samples, data_batch)
+        if self.teacher_pending:
+            self.teacher.process(
+                [_as_teacher_prediction(s) for s in data_samples],
+                data_batch)
+
+    def evaluate(self, size: int) -> dict:
+        metrics = super().evaluate(size)
+        if self.teacher_pending:
+            self.teacher_results = self.teacher.evaluate(size)
+        metrics.update(self.teacher_results or {})
+        return metrics
+
+
+class _DistillEvalMixin:
+    """Shared by :class:`DistillValLoop` and :class:`DistillTestLoop`."""
 
     def __init__(self,
                  runner,
@@ -61,65 +120,30 @@ class _DistillEvalMixin:
                 f'{type(model).__name__}. Fix: use val_cfg=dict('
                 "type='ValLoop') for plain models.")
         self.score_teacher = score_teacher
-        self.teacher_metrics: Optional[Dict[str, float]] = None
-        self.teacher_evaluator = None
+        teacher_metrics = []
         if score_teacher:
-            metrics = [copy.deepcopy(m) for m in self.evaluator.metrics
-                       if not _is_agreement_metric(m)]
-            for m in metrics:
-                m.prefix = 'teacher/' + (m.prefix or '').lstrip('/') \
+            teacher_metrics = [copy.deepcopy(m) for m in self.evaluator.metrics
+                               if not _is_agreement_metric(m)]
+            for m in teacher_metrics:
+                m.prefix = 'teacher/' + m.prefix.lstrip('/') \
                     if m.prefix else 'teacher'
-            self.teacher_evaluator = Evaluator(metrics)
-            self.teacher_evaluator.dataset_meta = self.evaluator.dataset_meta
+        meta = self.evaluator.dataset_meta
+        self.evaluator = _StudentTeacherEvaluator(self.evaluator.metrics,
+                                                  teacher_metrics)
+        self.evaluator.dataset_meta = meta
 
-    @torch.no_grad()
-    def _predict_both(self, data_batch):
-        wrapped = self.runner.model
-        model = _unwrap(wrapped)
-        with autocast(enabled=self.fp16):
-            data = model.data_preprocessor(data_batch, False)
-            outputs = model(**data, mode='predict')
-            need_teacher = self.teacher_metrics is None and \
-                self.teacher_evaluator is not None
-            if need_teacher or any(
-                    _is_agreement_metric(m) for m in self.evaluator.metrics):
-                teacher_out = model.predict_teacher(data['inputs'],
-                                                    data['data_samples'])
-                from mmrankkd.models.distillers import \
-                    attach_teacher_predictions
-                attach_teacher_predictions(outputs, teacher_out)
-                if need_teacher:
-                    self.teacher_evaluator.process(
-                        data_samples=teacher_out, data_batch=data_batch)
-        return outputs
+    @property
+    def teacher_metrics(self) -> Optional[Dict[str, float]]:
+        """The teacher's scores once computed (else None)."""
+        return self.evaluator.teacher_results
 
-    def run(self) -> dict:
-        stage = self.stage
-        runner = self.runner
-        runner.call_hook(f'before_{stage}')
-        runner.call_hook(f'before_{stage}_epoch')
-        runner.model.eval()
-        fresh_teacher = self.teacher_evaluator is not None and \
-            self.teacher_metrics is None
-        for idx, data_batch in enumerate(self.dataloader):
-            runner.call_hook(
-                f'before_{stage}_iter', batch_idx=idx, data_batch=data_batch)
-            outputs = self._predict_both(data_batch)
-            self.evaluator.process(data_samples=outputs, data_batch=data_batch)
-            runner.call_hook(
-                f'after_{stage}_iter',
-                batch_idx=idx,
-                data_batch=data_batch,
-                outputs=outputs)
-        metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-        if fresh_teacher:
-            self.teacher_metrics = self.teacher_evaluator.evaluate(
-                len(self.dataloader.dataset))
-        if self.teacher_metrics:
-            metrics.update(self.teacher_metrics)
-        runner.call_hook(f'after_{stage}_epoch', metrics=metrics)
-        runner.call_hook(f'after_{stage}')
-        return metrics
+    def run_iter(self, idx, data_batch: Sequence[dict]):
+        """The base loop's iteration, with the teacher predicting too when
+        a metric needs it."""
+        _unwrap(self.runner.model).predict_with_teacher = \
+            self.evaluator.teacher_pending or any(
+                _is_agreement_metric(m) for m in self.evaluator.metrics)
+        super().run_iter(idx, data_batch)
 
 
 @LOOPS.register_module()
@@ -137,14 +161,7 @@ class DistillValLoop(_DistillEvalMixin, ValLoop):
             metrics, logged as ``teacher/<metric>``. Defaults to False.
     """
 
-    stage = 'val'
-
-    def run_iter(self, idx, data_batch: Sequence[dict]):  # pragma: no cover
-        raise NotImplementedError('DistillValLoop runs batches in run()')
-
 
 @LOOPS.register_module()
 class DistillTestLoop(_DistillEvalMixin, TestLoop):
     """``TestLoop`` counterpart of :class:`DistillValLoop`."""
-
-    stage = 'test'

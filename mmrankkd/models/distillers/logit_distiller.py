@@ -1,10 +1,18 @@
 """Logit knowledge distillation as an MMEngine model.
 
-``LogitDistiller`` wraps an OpenMMLab student (an mmseg segmentor or an
+``LogitDistiller`` wraps an OpenMMLab student (any mmseg segmentor or
 mmpretrain ``ImageClassifier``) and a frozen teacher of the same task. Each
-training step runs the student **once** (backbone, head), computes the
-student's own losses from those logits and the distillation losses between
-the student's and the teacher's class logits.
+training step:
+
+1. runs the student's own ``loss()`` once (every head, auxiliary head,
+   cascade stage, point sampling and query matching stays the host's), and
+   reads the student's class logits from that same forward with a hook
+   (:mod:`.logit_taps` says which module, per family);
+2. maps the batch to the teacher's own preprocessing (:mod:`.teacher_input`)
+   and reads the teacher's class logits the same way, under ``no_grad`` in
+   eval mode;
+3. computes each distillation loss on the two logits (and the labels, for
+   the losses that need them).
 
 The teacher is deliberately *not* a registered submodule: it is invisible to
 ``state_dict()`` (checkpoints hold the student only), to ``parameters()``
@@ -13,8 +21,7 @@ The teacher is deliberately *not* a registered submodule: it is invisible to
 and stays in eval mode.
 """
 import copy
-import os.path as osp
-import re
+import inspect
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -22,104 +29,87 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModel, revert_sync_batchnorm
-from mmengine.runner.checkpoint import _load_checkpoint
-from mmengine.structures import BaseDataElement
 
+from mmrankkd.engine.checkpoint import (STUDENT_PREFIX, check_teacher_ckpt,
+                                        check_teacher_url, is_remote,
+                                        load_teacher_checkpoint)
+from mmrankkd.engine.loops import attach_teacher_predictions
 from mmrankkd.registry import MODELS
+from .logit_taps import LogitTap
 from .model_source import ModelSource, build_model_from_source, \
     resolve_model_cfg
+from .teacher_input import TeacherInput
 
-_URL_RE = re.compile(r'^([a-z0-9+\-]+:)?//|^(open-mmlab|torchvision|'
-                     r'mmcls|openmmlab|modelzoo):', re.I)
-_MAX_KEYS_SHOWN = 10
+_AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+# mmpretrain heads whose distilled (two-token) form mmpretrain refuses to
+# train, with mmpretrain's reason.
+_UNTRAINABLE_HEADS = {
+    'DeiTClsHead': 'MMPretrain cannot train the distilled version DeiT',
+    'EfficientFormerClsHead': 'MMPretrain doesn\'t support to train the '
+    'distilled version EfficientFormer',
+    'LeViTClsHead': 'MMPretrain doesn\'t support training in distillation '
+    'mode',
+}
+
+
+def _host_bases():
+    """(segmentor base, classifier base) classes of the installed hosts
+    (None for a host that is not installed)."""
+    try:
+        from mmseg.models.segmentors import BaseSegmentor
+    except ImportError:  # pragma: no cover - mmseg not installed
+        BaseSegmentor = None
+    try:
+        from mmpretrain.models.classifiers import ImageClassifier
+    except ImportError:  # pragma: no cover - mmpretrain not installed
+        ImageClassifier = None
+    return BaseSegmentor, ImageClassifier
 
 
 def _model_kind(model: nn.Module, role: str) -> str:
     """'seg' for mmseg segmentors, 'cls' for mmpretrain classifiers."""
-    if getattr(model, 'decode_head', None) is not None and hasattr(
-            model, 'extract_feat'):
+    segmentor, classifier = _host_bases()
+    if segmentor is not None and isinstance(model, segmentor) and getattr(
+            model, 'decode_head', None) is not None:
         return 'seg'
-    head = getattr(model, 'head', None)
-    if head is not None and hasattr(head, '_get_loss') and hasattr(
-            model, 'extract_feat'):
+    if classifier is not None and isinstance(model, classifier) and getattr(
+            model, 'head', None) is not None:
         return 'cls'
     raise TypeError(
         f'model.{role} is a {type(model).__name__}; LogitDistiller supports '
-        'mmseg segmentors with a decode_head (e.g. EncoderDecoder) and '
-        'mmpretrain classifiers with a classification head (e.g. '
-        'ImageClassifier).')
+        'mmseg segmentors with a decode_head (EncoderDecoder, '
+        'CascadeEncoderDecoder, ...) and mmpretrain ImageClassifiers with a '
+        'head.')
 
 
-def _num_classes(model: nn.Module, kind: str) -> int:
-    if kind == 'seg':
-        head = model.decode_head
-        return int(getattr(head, 'out_channels', head.num_classes))
-    return int(model.head.num_classes)
+def _num_classes(model: nn.Module, tap: LogitTap, kind: str):
+    """The class count a model predicts, where its modules say so (else
+    None: checked on the first batch)."""
+    if kind == 'cls':
+        for module in (model.head, getattr(model, 'backbone', None)):
+            if getattr(module, 'num_classes', None):
+                return int(module.num_classes)
+        return None
+    head = tap.module
+    value = getattr(head, 'out_channels', None) or getattr(
+        head, 'num_classes', None)
+    return int(value) if value else None
 
 
-def _fmt_keys(keys: List[str]) -> str:
-    keys = sorted(keys)
-    shown = ', '.join(keys[:_MAX_KEYS_SHOWN])
-    more = len(keys) - _MAX_KEYS_SHOWN
-    return shown + (f', ... (+{more} more)' if more > 0 else '')
-
-
-def load_teacher_checkpoint(teacher: nn.Module, ckpt: str) -> dict:
-    """Load ``ckpt`` into ``teacher`` strictly, with errors that list the
-    mismatching keys.
-
-    Accepts plain checkpoints (``state_dict`` or a bare state dict), DDP
-    prefixes (``module.``) and mmrankkd distillation checkpoints (keys under
-    ``student.``, used when a distilled model becomes a teacher).
-
-    Returns:
-        dict: The checkpoint's ``meta`` (may be empty).
-    """
-    if not isinstance(ckpt, str) or not ckpt:
-        raise ValueError(
-            'model.teacher_ckpt is required: the path (or URL) of the trained '
-            'teacher checkpoint. Fix: set model.teacher_ckpt in the config or '
-            'pass --cfg-options model.teacher_ckpt=/path/to/teacher.pth')
-    if not _URL_RE.match(ckpt) and not osp.isfile(osp.expanduser(ckpt)):
-        raise FileNotFoundError(
-            f'Teacher checkpoint "{ckpt}" does not exist. Fix: train or '
-            'download the teacher and set model.teacher_ckpt (or pass '
-            '--cfg-options model.teacher_ckpt=/path/to/teacher.pth).')
-    checkpoint = _load_checkpoint(osp.expanduser(ckpt), map_location='cpu')
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'Teacher checkpoint "{ckpt}" holds a '
-                         f'{type(checkpoint).__name__}, not a state dict.')
-    state = checkpoint.get('state_dict', checkpoint)
-    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-    if any(k.startswith('student.') for k in state):
-        state = {k[len('student.'):]: v for k, v in state.items()
-                 if k.startswith('student.')}
-    expected = teacher.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shape = [f'{k}: checkpoint {tuple(state[k].shape)} vs teacher '
-             f'{tuple(v.shape)}' for k, v in expected.items()
-             if k in state and hasattr(state[k], 'shape')
-             and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shape:
-        lines = [f'Teacher checkpoint "{ckpt}" does not fit model.teacher '
-                 f'({type(teacher).__name__}).']
-        if missing:
-            lines.append(f'  missing keys ({len(missing)}): '
-                         f'{_fmt_keys(missing)}')
-        if unexpected:
-            lines.append(f'  unexpected keys ({len(unexpected)}): '
-                         f'{_fmt_keys(unexpected)}')
-        if shape:
-            lines.append(f'  shape mismatches ({len(shape)}): '
-                         + '; '.join(shape[:_MAX_KEYS_SHOWN]))
-        lines.append('Fix: make model.teacher the architecture this '
-                     'checkpoint was trained with (depth, channels, '
-                     'num_classes), or point model.teacher_ckpt at the '
-                     'checkpoint of this teacher.')
-        raise ValueError('\n'.join(lines))
-    teacher.load_state_dict(state, strict=True)
-    return checkpoint.get('meta', {}) or {}
+def _check_trainable_student(model: nn.Module, kind: str) -> None:
+    if kind != 'cls':
+        return
+    head = model.head
+    names = [c.__name__ for c in type(head).__mro__]
+    for name, reason in _UNTRAINABLE_HEADS.items():
+        distilled = getattr(head, 'distillation', getattr(head, 'dist', True))
+        if name in names and distilled:
+            raise ValueError(
+                f'model.student has a {type(head).__name__} with a '
+                f'distillation token: {reason}. Fix: use the model\'s '
+                'non-distilled head as the student (e.g. '
+                "head=dict(type='LinearClsHead'/'VisionTransformerClsHead', "
+                "...) or distillation=False); as a teacher it is fine.")
 
 
 def _available_losses() -> List[str]:
@@ -149,15 +139,15 @@ def build_distill_losses(cfgs: Optional[dict]) -> nn.ModuleDict:
         # Bare names are looked up in mmrankkd, not the default scope.
         if isinstance(loss_type, str) and '.' not in loss_type:
             cfg.setdefault('_scope_', 'mmrankkd')
-        try:
-            losses[name] = MODELS.build(cfg)
-        except KeyError as e:
-            if 'not in' in str(e) and 'registry' in str(e):
-                raise KeyError(
-                    f'Unknown distill loss type "{loss_type}" for "{name}". '
-                    f'Available in mmrankkd: {", ".join(_available_losses())}'
-                    " (use e.g. type='mmrankkd.KDLoss').") from None
-            raise
+            lookup = f'mmrankkd.{loss_type}'
+        else:
+            lookup = loss_type
+        if not isinstance(lookup, str) or MODELS.get(lookup) is None:
+            raise KeyError(
+                f'Unknown distill loss type "{loss_type}" for "{name}". '
+                f'Available in mmrankkd: {", ".join(_available_losses())}'
+                " (use e.g. type='mmrankkd.KDLoss').")
+        losses[name] = MODELS.build(cfg)
     return losses
 
 
@@ -168,7 +158,7 @@ class LogitDistiller(BaseModel):
     Args:
         student (dict | str): The student: a model config dict,
             ``'mmseg::<config>'`` / ``'mmpretrain::<config>'``, or a local
-            config file (its ``model`` is used). An mmseg segmentor or an
+            config file (its ``model`` is used). Any mmseg segmentor or
             mmpretrain ``ImageClassifier``.
         teacher (dict | str): The teacher, in the same forms and of the same
             task and class count as the student.
@@ -178,14 +168,31 @@ class LogitDistiller(BaseModel):
             start with ``loss_``; each is logged as ``distill.<name>``. A
             loss is called ``loss(student_logits, teacher_logits, labels)``
             and returns a scalar already scaled by its ``loss_weight``.
-        student_task_loss (bool): Keep the student's own losses (decode/aux
-            cross-entropy, classifier loss). False drops them (e.g. when the
+        student_task_loss (bool): Keep the student's own losses (the host's
+            ``loss()`` keys: ``decode.*``, ``aux.*``, ``decode_<i>.*``;
+            classifiers' under ``cls.*``). False drops them (e.g. when the
             distill loss replaces CE, as Plackett-Luce does); the student's
             auxiliary head is then frozen since nothing trains it.
             Defaults to True.
         resize_teacher_logits (bool): For dense logits of different sizes,
             bilinearly resize the teacher's logits to the student's (logged
             once). If False a size mismatch is an error. Defaults to True.
+        teacher_data_preprocessor (str | dict, optional): How the teacher's
+            input is made from the preprocessed batch. None (default): the
+            teacher's own preprocessing, from its config (its model's
+            ``data_preprocessor``, or its config file's top-level one); a
+            teacher config without one gets the student's inputs (logged).
+            ``'student'``: the student's inputs unchanged (no mapping).
+            A dict: this preprocessor config.
+        student_tap (dict, optional): ``dict(module=..., index=...)``: the
+            module whose output holds the student's class logits, for custom
+            heads (see :mod:`mmrankkd.models.distillers.logit_taps`).
+        teacher_tap (dict, optional): The same for the teacher.
+        teacher_autocast (str, optional): ``'bf16'`` or ``'fp16'``: run the
+            teacher's forward under ``torch.autocast`` (its logits are then
+            upcast to float32). Defaults to None (full precision).
+        teacher_channels_last (bool): Run the teacher in channels_last
+            memory format. Defaults to False.
         data_preprocessor (dict, optional): Defaults to the student's.
         init_cfg (dict, optional): Initialisation config; the teacher is
             never initialised (it is loaded from ``teacher_ckpt``).
@@ -198,43 +205,63 @@ class LogitDistiller(BaseModel):
                  distill_losses: Optional[dict] = None,
                  student_task_loss: bool = True,
                  resize_teacher_logits: bool = True,
+                 teacher_data_preprocessor: Optional[Union[str, dict]] = None,
+                 student_tap: Optional[dict] = None,
+                 teacher_tap: Optional[dict] = None,
+                 teacher_autocast: Optional[str] = None,
+                 teacher_channels_last: bool = False,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
+        # Cheap checks first: nothing is built for a config that cannot run.
+        check_teacher_ckpt(teacher_ckpt)
+        if is_remote(teacher_ckpt):
+            check_teacher_url(teacher_ckpt)
+        if teacher_autocast not in (None, *_AUTOCAST_DTYPES):
+            raise ValueError(
+                f'model.teacher_autocast must be None, "bf16" or "fp16", got '
+                f'{teacher_autocast!r}.')
         losses = build_distill_losses(distill_losses)
+
+        student_cfg, student_scope = resolve_model_cfg(student, 'student')
         student_model = build_model_from_source(student, 'student')
+        kind = _model_kind(student_model, 'student')
+        _check_trainable_student(student_model, kind)
         if data_preprocessor is None:
             data_preprocessor = student_model.data_preprocessor
         elif isinstance(data_preprocessor, dict):
-            _, scope = resolve_model_cfg(student, 'student')
             data_preprocessor = copy.deepcopy(dict(data_preprocessor))
             # mmpretrain configs give the top-level preprocessor no type.
             data_preprocessor.setdefault(
-                'type', 'SegDataPreProcessor' if _model_kind(
-                    student_model, 'student') == 'seg' else
-                'ClsDataPreprocessor')
-            if scope is not None:
-                data_preprocessor.setdefault('_scope_', scope)
+                'type', 'SegDataPreProcessor'
+                if kind == 'seg' else 'ClsDataPreprocessor')
+            if student_scope is not None:
+                data_preprocessor.setdefault('_scope_', student_scope)
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = student_model
-        self.kind = _model_kind(student_model, 'student')
+        self.kind = kind
 
+        teacher_cfg, _ = resolve_model_cfg(teacher, 'teacher')
         teacher_model = build_model_from_source(teacher, 'teacher')
-        if _model_kind(teacher_model, 'teacher') != self.kind:
+        if _model_kind(teacher_model, 'teacher') != kind:
             raise TypeError(
                 f'model.student is a {type(student_model).__name__} but '
                 f'model.teacher is a {type(teacher_model).__name__}: both '
                 'must be segmentors or both classifiers.')
-        n_s = _num_classes(student_model, self.kind)
-        n_t = _num_classes(teacher_model, self.kind)
-        if n_s != n_t:
+        self.student_tap = LogitTap(student_model, kind, 'student',
+                                    **(student_tap or {}))
+        self.teacher_tap = LogitTap(teacher_model, kind, 'teacher',
+                                    **(teacher_tap or {}))
+        n_s = _num_classes(student_model, self.student_tap, kind)
+        n_t = _num_classes(teacher_model, self.teacher_tap, kind)
+        if n_s and n_t and n_s != n_t:
             raise ValueError(
                 f'Class count mismatch: the teacher predicts {n_t} classes, '
                 f'the student {n_s}. Fix: give both the same num_classes '
                 '(decode_head/auxiliary_head.num_classes for segmentors, '
                 'head.num_classes for classifiers).')
-        self.num_classes = n_s
+        self.num_classes = n_s or n_t
         # Eval-mode teacher: SyncBN behaves as BN, so plain BN works anywhere.
         teacher_model = revert_sync_batchnorm(teacher_model)
         self.teacher_meta = load_teacher_checkpoint(teacher_model,
@@ -242,15 +269,26 @@ class LogitDistiller(BaseModel):
         for p in teacher_model.parameters():
             p.requires_grad_(False)
         teacher_model.eval()
+        if teacher_channels_last:
+            teacher_model.to(memory_format=torch.channels_last)
         # Not a registered submodule: see the module docstring.
         object.__setattr__(self, '_teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
+        self.teacher_autocast = teacher_autocast
+        self.teacher_channels_last = teacher_channels_last
+        self.teacher_input = self._build_teacher_input(
+            teacher_data_preprocessor, teacher_cfg)
 
         self.distill_losses = losses
+        self._set_ignore_index()
+        self._check_batch_augments()
         self.student_task_loss = student_task_loss
         self.resize_teacher_logits = resize_teacher_logits
         self._resize_logged = False
-        if not student_task_loss and self.kind == 'seg' and getattr(
+        #: Set by the distill val/test loops when a metric needs the
+        #: teacher's predictions too.
+        self.predict_with_teacher = False
+        if not student_task_loss and kind == 'seg' and getattr(
                 student_model, 'with_auxiliary_head', False):
             for p in student_model.auxiliary_head.parameters():
                 p.requires_grad_(False)
@@ -259,6 +297,78 @@ class LogitDistiller(BaseModel):
                 'gets no loss and is frozen.', logger='current')
         # Accept plain student checkpoints (load_from=<student.pth>).
         self._register_load_state_dict_pre_hook(self._add_student_prefix)
+
+    # ------------------------------------------------------------------
+    # Build-time helpers.
+    def _build_teacher_input(self, setting, teacher_cfg) -> TeacherInput:
+        student_pre = self.data_preprocessor
+        if setting == 'student':
+            return TeacherInput(student_pre, student_pre)
+        if isinstance(setting, dict):
+            cfg = copy.deepcopy(dict(setting))
+            cfg.setdefault('type', 'SegDataPreProcessor' if self.kind ==
+                           'seg' else 'ClsDataPreprocessor')
+            cfg.setdefault('_scope_',
+                           'mmseg' if self.kind == 'seg' else 'mmpretrain')
+            teacher_pre = MODELS.build(cfg)
+        elif setting is None:
+            if teacher_cfg.get('data_preprocessor') is None:
+                print_log(
+                    'The teacher config declares no data_preprocessor: the '
+                    'teacher gets the student\'s inputs. Set model.teacher_'
+                    'data_preprocessor if it was trained with another '
+                    'normalisation.', logger='current')
+                return TeacherInput(student_pre, student_pre)
+            teacher_pre = self.teacher.data_preprocessor
+        else:
+            raise ValueError(
+                'model.teacher_data_preprocessor must be None (the teacher\'s '
+                "own), 'student' or a preprocessor config dict, got "
+                f'{setting!r}.')
+        mapping = TeacherInput(student_pre, teacher_pre)
+        print_log(f'The teacher gets {mapping.describe()}.', logger='current')
+        return mapping
+
+    def _set_ignore_index(self) -> None:
+        """Dense losses ignore the student head's ignore label; classifier
+        labels have no ignore value (class 255 is a class)."""
+        head = self.student_tap.module
+        for name, loss in self.distill_losses.items():
+            if not hasattr(loss, 'ignore_index'):
+                continue
+            if self.kind == 'cls':
+                if loss.ignore_index is not None:
+                    raise ValueError(
+                        f'distill loss "{name}" sets ignore_index='
+                        f'{loss.ignore_index}, but classification labels '
+                        'have no ignore value: samples of that class would '
+                        'get no gradient. Fix: remove ignore_index.')
+                continue
+            head_ignore = getattr(head, 'ignore_index', 255)
+            if loss.ignore_index is None:
+                loss.ignore_index = head_ignore
+            elif loss.ignore_index != head_ignore:
+                raise ValueError(
+                    f'distill loss "{name}" sets ignore_index='
+                    f'{loss.ignore_index} but the student\'s '
+                    f'{type(head).__name__} ignores {head_ignore}. Fix: '
+                    'remove ignore_index from the loss (it follows the '
+                    'head) or make them agree.')
+
+    def _check_batch_augments(self) -> None:
+        """Label-requiring losses cannot use mixed (Mixup/CutMix) targets:
+        refuse rather than silently train on the un-mixed hard label."""
+        if getattr(self.data_preprocessor, 'batch_augments', None) is None:
+            return
+        needs = [n for n, loss in self.distill_losses.items()
+                 if getattr(loss, 'requires_labels', False)]
+        if needs:
+            raise ValueError(
+                f'distill losses {needs} need hard labels, but the data '
+                'preprocessor mixes samples (batch_augments, e.g. Mixup/'
+                'CutMix), whose targets are soft. Fix: remove '
+                'data_preprocessor.batch_augments, or use label-free losses '
+                '(KD, DIST, BDD, Kendall, CMKD).')
 
     # ------------------------------------------------------------------
     # The teacher: hidden from state_dict/parameters/init_weights/DDP.
@@ -288,11 +398,13 @@ class LogitDistiller(BaseModel):
     def _add_student_prefix(state_dict, prefix, *args, **kwargs):
         keys = [k for k in state_dict if k.startswith(prefix)]
         if keys and not any(
-                k[len(prefix):].startswith(('student.', 'data_preprocessor.',
-                                            'distill_losses.'))
+                k[len(prefix):].startswith((STUDENT_PREFIX,
+                                            'data_preprocessor.',
+                                            'distill_losses.',
+                                            'teacher_input.'))
                 for k in keys):
             for k in keys:
-                state_dict[prefix + 'student.' + k[len(prefix):]] = \
+                state_dict[prefix + STUDENT_PREFIX + k[len(prefix):]] = \
                     state_dict.pop(k)
 
     # ------------------------------------------------------------------
@@ -309,25 +421,71 @@ class LogitDistiller(BaseModel):
         raise RuntimeError(f'Invalid mode "{mode}". Only supports loss, '
                            'predict and tensor mode')
 
-    def _logits(self, model: nn.Module, inputs: torch.Tensor):
-        """Features and class logits (dense heads: before the final
-        resize)."""
-        feats = model.extract_feat(inputs)
-        if self.kind == 'seg':
-            return feats, model.decode_head.forward(feats)
-        return feats, model.head(feats)
+    def _teacher_context(self, inputs: torch.Tensor):
+        if self.teacher_autocast is None:
+            return torch.autocast(inputs.device.type, enabled=False)
+        return torch.autocast(
+            inputs.device.type, dtype=_AUTOCAST_DTYPES[self.teacher_autocast])
+
+    def _teacher_inputs(self, inputs: torch.Tensor,
+                        data_samples: Optional[list]) -> torch.Tensor:
+        inputs = self.teacher_input(inputs, data_samples)
+        if self.teacher_channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     @torch.no_grad()
-    def teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The teacher's class logits for preprocessed ``inputs``."""
-        return self._logits(self.teacher, inputs)[1]
+    def teacher_logits(self, inputs: torch.Tensor,
+                       data_samples: Optional[list] = None) -> torch.Tensor:
+        """The teacher's class logits for the student's preprocessed
+        ``inputs`` (mapped to the teacher's preprocessing)."""
+        teacher = self.teacher
+        inputs = self._teacher_inputs(inputs, data_samples)
+        with self.teacher_tap, self._teacher_context(inputs):
+            if self.kind == 'cls':
+                teacher(inputs, mode='tensor')
+            else:
+                self._dense_teacher_forward(inputs, data_samples)
+        return self.teacher_tap.logits.float()
+
+    def _dense_teacher_forward(self, inputs, data_samples) -> None:
+        """Run the teacher's decode head(s) up to the tapped one."""
+        feats = self.teacher.extract_feat(inputs)
+        heads = self.teacher.decode_head
+        if isinstance(heads, nn.ModuleList):  # cascade: stage by stage
+            out = heads[0].forward(feats)
+            for head in heads[1:]:
+                if self.teacher_tap.fired:
+                    break
+                out = head.forward(feats, out)
+        elif 'batch_data_samples' in inspect.signature(
+                type(heads).forward).parameters:  # query heads
+            heads.forward(feats, data_samples)
+        else:
+            heads.forward(feats)
 
     @torch.no_grad()
     def predict_teacher(self, inputs: torch.Tensor,
                         data_samples: Optional[list] = None) -> list:
         """The teacher's predictions on a *copy* of ``data_samples``
         (mmseg/mmpretrain write predictions into the samples they get)."""
-        return self.teacher.predict(inputs, copy.deepcopy(data_samples))
+        inputs = self._teacher_inputs(inputs, data_samples)
+        with self._teacher_context(inputs):
+            return self.teacher.predict(inputs, copy.deepcopy(data_samples))
+
+    def val_step(self, data: Union[dict, tuple, list]) -> list:
+        """The student's predictions; with ``predict_with_teacher`` set (by
+        the distill loops) the teacher's are attached as ``teacher_*``
+        fields."""
+        data = self.data_preprocessor(data, False)
+        outputs = self(**data, mode='predict')
+        if self.predict_with_teacher:
+            attach_teacher_predictions(
+                outputs, self.predict_teacher(data['inputs'],
+                                              data['data_samples']))
+        return outputs
+
+    test_step = val_step
 
     def _labels(self, data_samples: list, logits: torch.Tensor):
         """Labels at the logits' resolution, or None if the samples have
@@ -348,12 +506,19 @@ class LogitDistiller(BaseModel):
         return torch.cat([ds.gt_label for ds in data_samples]).to(
             logits.device).long()
 
-    def _match_teacher(self, s_logits: torch.Tensor,
-                       t_logits: torch.Tensor) -> torch.Tensor:
-        if t_logits.shape[1] != s_logits.shape[1]:
+    def match_teacher(self, s_logits: torch.Tensor,
+                      t_logits: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits in the student's shape and dtype (dense:
+        resized to the student's H, W); a named error when the class counts
+        differ."""
+        if t_logits.shape[1] != s_logits.shape[1] or \
+                t_logits.dim() != s_logits.dim():
             raise ValueError(
-                f'Teacher logits have {t_logits.shape[1]} classes, student '
-                f'logits {s_logits.shape[1]}: they must match.')
+                f'Teacher logits {tuple(t_logits.shape)} and student logits '
+                f'{tuple(s_logits.shape)} differ in class count or layout: '
+                'they must predict the same classes. Fix: give both the '
+                'same num_classes (or point student_tap/teacher_tap at the '
+                'modules producing comparable logits).')
         if s_logits.dim() == 4 and t_logits.shape[-2:] != s_logits.shape[-2:]:
             if not self.resize_teacher_logits:
                 raise ValueError(
@@ -374,32 +539,18 @@ class LogitDistiller(BaseModel):
 
     def loss(self, inputs: torch.Tensor,
              data_samples: list) -> Dict[str, torch.Tensor]:
-        """Student losses (``decode.*``, ``aux.*``, ``cls.*``) plus
-        distillation losses (``distill.<name>``), from one student
-        forward."""
-        student = self.student
-        feats, s_logits = self._logits(student, inputs)
+        """The student's own losses (its ``loss()``'s keys; classifiers'
+        under ``cls.``) plus distillation losses (``distill.<name>``), from
+        one student forward."""
+        with self.student_tap:
+            task_losses = self.student.loss(inputs, data_samples)
+        s_logits = self.student_tap.logits
         losses: Dict[str, torch.Tensor] = {}
         if self.student_task_loss:
-            if self.kind == 'seg':
-                head_losses = student.decode_head.loss_by_feat(
-                    s_logits, data_samples)
-                losses.update(
-                    {f'decode.{k}': v for k, v in head_losses.items()})
-                if student.with_auxiliary_head:
-                    aux = student.auxiliary_head
-                    heads = aux if isinstance(aux, nn.ModuleList) else [aux]
-                    for i, head in enumerate(heads):
-                        tag = 'aux' if len(heads) == 1 and not isinstance(
-                            aux, nn.ModuleList) else f'aux_{i}'
-                        for k, v in head.loss(feats, data_samples,
-                                              student.train_cfg).items():
-                            losses[f'{tag}.{k}'] = v
-            else:
-                for k, v in student.head._get_loss(s_logits,
-                                                   data_samples).items():
-                    losses[f'cls.{k}'] = v
-        t_logits = self._match_teacher(s_logits, self.teacher_logits(inputs))
+            prefix = 'cls.' if self.kind == 'cls' else ''
+            losses.update({prefix + k: v for k, v in task_losses.items()})
+        t_logits = self.match_teacher(
+            s_logits, self.teacher_logits(inputs, data_samples))
         labels = self._labels(data_samples, s_logits)
         for name, loss in self.distill_losses.items():
             needs = getattr(loss, 'requires_labels', False)
@@ -414,16 +565,3 @@ class LogitDistiller(BaseModel):
                 value = loss(s_logits, t_logits)
             losses[f'distill.{name}'] = value
         return losses
-
-
-def attach_teacher_predictions(student_samples: List[BaseDataElement],
-                               teacher_samples: List[BaseDataElement]):
-    """Copy the teacher's predictions onto the student's samples as
-    ``teacher_pred_sem_seg`` / ``teacher_seg_logits`` (segmentation) or
-    ``teacher_pred_score`` / ``teacher_pred_label`` (classification)."""
-    for s, t in zip(student_samples, teacher_samples):
-        for field in ('pred_sem_seg', 'seg_logits', 'pred_score',
-                      'pred_label'):
-            if field in t:
-                s.set_field(getattr(t, field), f'teacher_{field}')
-    return student_samples

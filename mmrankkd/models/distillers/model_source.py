@@ -86,6 +86,11 @@ def resolve_model_cfg(source: ModelSource, role: str) -> Tuple[dict, str]:
                        'entry to build the network from.')
     scope = file_cfg.get('default_scope', None) or scope
     cfg = ConfigDict(copy.deepcopy(file_cfg.model))
+    # As MMEngine's runner does: a config-level data_preprocessor (the
+    # mmpretrain convention) applies to a model that declares none.
+    if cfg.get('data_preprocessor') is None and file_cfg.get(
+            'data_preprocessor') is not None:
+        cfg['data_preprocessor'] = copy.deepcopy(file_cfg.data_preprocessor)
     scope = cfg.pop('_scope_', None) or scope
     return cfg, scope
 
