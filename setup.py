@@ -32,6 +32,8 @@ setup(
     extras_require={
         'tests': ['pytest', 'scipy'],
         'demo': ['matplotlib'],
+        # mmseg's Mask2Former / MaskFormer heads are mmdet's.
+        'mmdet': ['mmdet>=3.3.0'],
     },
     license='Apache License 2.0',
     zip_safe=False)

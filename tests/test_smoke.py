@@ -1,5 +1,5 @@
-"""The environment the set-up builds: compiled mmcv ops, mmseg, mmpretrain, and
-our registries reachable from every OpenMMLab scope."""
+"""The environment the set-up builds: compiled mmcv ops, mmseg, mmpretrain,
+mmdet, and our registries reachable from every OpenMMLab scope."""
 import importlib
 
 import pytest
@@ -7,9 +7,19 @@ import torch
 
 
 @pytest.mark.parametrize('module', ['mmcv.ops', 'mmseg.models',
-                                    'mmpretrain.models', 'mmrankkd'])
+                                    'mmpretrain.models', 'mmdet.models',
+                                    'mmrankkd'])
 def test_imports(module):
     importlib.import_module(module)
+
+
+def test_mmseg_mask_heads_are_mmdets():
+    """Without mmdet, mmseg silently replaces its Mask2Former/MaskFormer heads
+    by an empty BaseModule; with the set-up's mmdet they are the real ones."""
+    from mmdet.models.dense_heads import Mask2FormerHead, MaskFormerHead
+    from mmseg.models.decode_heads import mask2former_head, maskformer_head
+    assert issubclass(mask2former_head.Mask2FormerHead, Mask2FormerHead)
+    assert issubclass(maskformer_head.MaskFormerHead, MaskFormerHead)
 
 
 def test_mmcv_ops_are_compiled():

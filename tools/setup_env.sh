@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create (or check) the project's virtual environment and install everything:
 # torch + torchvision, full mmcv with compiled ops, mmengine, mmsegmentation,
-# mmpretrain and mmrankkd itself in editable mode. Idempotent: a finished
-# environment is recognised in seconds.
+# mmpretrain, mmdet (mmseg's Mask2Former/MaskFormer heads need it) and
+# mmrankkd itself in editable mode. Everything comes through pip, so pip's own
+# configuration applies (a PIP_INDEX_URL mirror, a proxy, PIP_FIND_LINKS).
+# Idempotent: a finished environment is recognised in seconds.
 #
 #   bash tools/setup_env.sh            (or: make setup)
 #
@@ -19,6 +21,8 @@
 #                        mmrankkd's losses or supported models need them)
 #   MMRANKKD_WHEEL_CACHE where built mmcv wheels are cached
 #                        (default: ~/.cache/mmrankkd/wheels)
+#   MMRANKKD_MMCV_SDIST  a local mmcv-2.1.0.tar.gz (or the folder holding it)
+#                        to build from instead of downloading it with pip
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,11 +58,13 @@ trap on_error ERR
 
 verify() {
   "$VPY" - <<'PY'
-import mmcv, mmcv.ops, mmengine, mmpretrain.models, mmseg.models, torch
+import mmcv, mmcv.ops, mmdet.models, mmengine, mmpretrain.models, mmseg.models
+import torch
 import mmrankkd
 print(f'torch {torch.__version__}, mmcv {mmcv.__version__} (ops compiled), '
       f'mmengine {mmengine.__version__}, mmseg {__import__("mmseg").__version__}, '
       f'mmpretrain {__import__("mmpretrain").__version__}, '
+      f'mmdet {__import__("mmdet").__version__}, '
       f'mmrankkd {mmrankkd.__version__}')
 PY
 }
@@ -107,7 +113,7 @@ assert v("2.0.0rc4") <= v(mmcv.__version__) < v("2.2.0")' 2>/dev/null; then
   say "keeping the installed mmcv $("$VPY" -c 'import mmcv; print(mmcv.__version__)') (ops compiled)"
 else
   step "getting a full mmcv 2.1.0 wheel (cached, or built from source)" \
-    "read the build log named above; install g++ if it is missing"
+    "read the messages above: a download failure needs access to your package index (or MMRANKKD_MMCV_SDIST=/path/to/mmcv-2.1.0.tar.gz); a build failure names its log (install g++ if it is missing)"
   cuda_flag=()
   [[ "${MMRANKKD_MMCV_CUDA:-0}" == 1 ]] && cuda_flag+=(--cuda)
   wheel=$("$VPY" "$ROOT/tools/mmcv_build/build_mmcv.py" "${cuda_flag[@]}" | tail -n 1)
@@ -116,9 +122,9 @@ else
   "${PIP[@]}" "$wheel"
 fi
 
-step "installing mmengine, mmsegmentation, mmpretrain and mmrankkd (editable)" \
+step "installing mmengine, mmsegmentation, mmpretrain, mmdet and mmrankkd (editable)" \
   "check access to PyPI; the pinned versions are in requirements/pins.txt"
-"${PIP[@]}" -c "$ROOT/requirements/pins.txt" -e "$ROOT[tests,demo]"
+"${PIP[@]}" -c "$ROOT/requirements/pins.txt" -e "$ROOT[tests,demo,mmdet]"
 
 step "verifying the imports" "delete $VENV and run 'make setup' again"
 verify
