@@ -1,9 +1,16 @@
 """The environment the set-up builds: compiled mmcv ops, mmseg, mmpretrain,
-mmdet, and our registries reachable from every OpenMMLab scope."""
+mmdet, and our registries reachable from every OpenMMLab scope; and a
+repository that cites only files it contains."""
 import importlib
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize('module', ['mmcv.ops', 'mmseg.models',
@@ -20,6 +27,22 @@ def test_mmseg_mask_heads_are_mmdets():
     from mmseg.models.decode_heads import mask2former_head, maskformer_head
     assert issubclass(mask2former_head.Mask2FormerHead, Mask2FormerHead)
     assert issubclass(maskformer_head.MaskFormerHead, MaskFormerHead)
+
+
+@pytest.mark.skipif(shutil.which('git') is None
+                    or not (REPO / '.git').exists(),
+                    reason='needs a git checkout')
+def test_no_file_cites_notes_the_repository_does_not_contain():
+    """Sources and docs cite docs/papers.md, not private notes outside the
+    repository (tracked and new, not ignored, files)."""
+    # The patterns are written so that they do not match this file.
+    out = subprocess.run(
+        ['git', 'grep', '-n', '-I', '--untracked', '-e', 'REFERENC[E]', '-e',
+         r'\.\./share[d]'], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode in (0, 1), out.stderr
+    assert out.stdout == '', (
+        'these lines cite files outside the repository; cite '
+        'docs/papers.md (its sections keep the same numbers):\n' + out.stdout)
 
 
 def test_mmcv_ops_are_compiled():
