@@ -96,3 +96,15 @@ def test_second_call_skips_a_complete_set_and_remakes_a_changed_one(
     make_synthetic_cityscapes(root, num_train=1, num_val=1, height=32,
                               width=64)
     assert len(_dataset(root, 'train')) == 1
+
+
+def test_package_exports_both_synthetic_data_sets(tmp_path):
+    """Both generators are importable from ``mmrankkd.datasets``."""
+    import pickle
+
+    from mmrankkd.datasets import (disable_cifar100_md5_check,
+                                   make_synthetic_cifar100)
+    root = make_synthetic_cifar100(str(tmp_path), num_train=10, num_test=5)
+    with open(osp.join(root, 'cifar-100-python', 'test'), 'rb') as f:
+        assert len(pickle.load(f)['fine_labels']) == 5
+    assert callable(disable_cifar100_md5_check)

@@ -82,6 +82,7 @@ class _Canvas:
         self.coarse = cv2.resize(
             coarse.astype(np.float32), (width, height),
             interpolation=cv2.INTER_CUBIC)
+        self.yy, self.xx = np.mgrid[0:height, 0:width].astype(np.float32)
 
     def color(self, cls, jitter=25.):
         """The class colour with a per-object jitter."""
@@ -114,128 +115,172 @@ class _Canvas:
         self.fill(mask, cls, **kwargs)
 
 
-def _draw_scene(rng, height, width):
-    """Draws one street scene; returns (RGB uint8 image, uint8 labels)."""
-    c = _Canvas(rng, height, width)
-    H, W = float(height), float(width)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+class _Street:
+    """The scene's perspective, drawn at random: horizon, vanishing point,
+    road and sidewalk edges; with the canvas' size and pixel grid."""
 
-    # Sky: a vertical gradient, lighter at the horizon.
+    def __init__(self, rng, canvas):
+        self.H, self.W = H, W = float(canvas.h), float(canvas.w)
+        self.yy, self.xx = canvas.yy, canvas.xx
+        self.yh = H * rng.uniform(0.36, 0.5)              # horizon
+        self.vx = W * rng.uniform(0.4, 0.6)               # vanishing point
+        self.road_l = W * rng.uniform(-0.15, 0.15)  # road edges at the bottom
+        self.road_r = W * rng.uniform(0.85, 1.15)
+        self.walk = W * rng.uniform(0.15, 0.35)     # sidewalk width at bottom
+
+    def depth(self, y):
+        """0 at the horizon, 1 at the bottom row."""
+        return np.clip((y - self.yh) / (self.H - self.yh), 0., None)
+
+    def ground_x(self, x_bottom, d):
+        """x of a ground line through the vanishing point, at depth d."""
+        return self.vx + (x_bottom - self.vx) * d
+
+    def ground_y(self, d):
+        """y of the ground at depth d."""
+        return self.yh + (self.H - self.yh) * d
+
+
+def _draw_sky(c):
+    """A vertical gradient, lighter at the horizon."""
     sky = c.color(SKY, 20.)
-    c.img[:] = sky[None, None] + (yy / H)[..., None] * 60. + \
+    c.img[:] = sky[None, None] + (c.yy / float(c.h))[..., None] * 60. + \
         c.coarse[..., None] * 6.
 
-    yh = H * rng.uniform(0.36, 0.5)              # horizon
-    vx = W * rng.uniform(0.4, 0.6)               # vanishing point
-    road_l = W * rng.uniform(-0.15, 0.15)        # road edges at the bottom
-    road_r = W * rng.uniform(0.85, 1.15)
-    walk = W * rng.uniform(0.15, 0.35)           # sidewalk width at bottom
 
-    def depth(y):  # 0 at the horizon, 1 at the bottom row
-        return np.clip((y - yh) / (H - yh), 0., None)
-
-    def ground_x(x_bottom, d):  # x of a ground line at depth d
-        return vx + (x_bottom - vx) * d
-
-    # Distant skyline and trees along the horizon.
+def _draw_skyline(c, rng, st):
+    """Distant buildings and trees along the horizon."""
     x = 0.
-    while x < W:
-        bw = W * rng.uniform(0.04, 0.12)
-        top = yh - H * rng.uniform(0.03, 0.2)
+    while x < st.W:
+        bw = st.W * rng.uniform(0.04, 0.12)
+        top = st.yh - st.H * rng.uniform(0.03, 0.2)
         cls = BUILDING if rng.random() < 0.7 else VEGETATION
-        c.rect(x, top, x + bw, yh + 2, cls, texture=6.)
+        c.rect(x, top, x + bw, st.yh + 2, cls, texture=6.)
         x += bw
 
-    # Side scenery: facades (or trees/walls) between the sidewalk's outer
-    # edge and a top line, both through the vanishing point.
-    for side in (-1, 1):
-        outer = (road_l - walk) if side < 0 else (road_r + walk)
-        kind = rng.choice(['buildings', 'vegetation', 'wall'],
-                          p=[0.6, 0.25, 0.15])
-        d_far = rng.uniform(0.08, 0.3)     # depth where the facade ends
-        x_far = ground_x(outer, d_far)
-        on_side = (xx < x_far) if side < 0 else (xx > x_far)
-        # column depth: 0 at the vanishing point, 1 at the sidewalk's edge
-        dcol = np.clip((xx - vx) / (outer - vx), 0., None)
-        bottom = yh + (H - yh) * dcol
-        if kind == 'buildings':
-            # split the facade into buildings of different heights
-            cuts = np.sort(rng.uniform(d_far, 1.6, rng.integers(1, 5)))
-            edges = np.concatenate([[d_far], cuts, [10.]])
-            for d0, d1 in zip(edges[:-1], edges[1:]):
-                top_h = H * rng.uniform(0.5, 2.0)   # height at depth 1
-                top = yh - top_h * dcol
-                m = on_side & (dcol >= d0) & (dcol < d1) & (yy >= top) & \
-                    (yy < bottom)
-                col = c.color(BUILDING, 35.)
-                c.fill(m, BUILDING, color=col, texture=8.)
-                # windows: a perspective grid on the facade
-                v = (yy - top) / np.maximum(bottom - top, 1.)
-                rows = rng.integers(4, 10)
-                per = rng.uniform(6., 12.)
-                u = np.log(np.maximum(dcol, 1e-3)) * per
-                win = m & (np.mod(v * rows, 1.) > 0.35) & \
-                    (np.mod(v * rows, 1.) < 0.75) & (np.mod(u, 1.) < 0.5) & \
-                    (v < 0.85)
-                shade = rng.uniform(-50., 40.)
-                c.img[win] += shade
-        else:
-            top_h = H * rng.uniform(0.4, 1.0)
-            if kind == 'vegetation':
-                # terrain strip beside the sidewalk, trees above it
-                m = on_side & (yy >= yh) & (yy < bottom)
-                c.fill(m, TERRAIN, texture=12.)
-                for _ in range(rng.integers(2, 6)):
-                    d = rng.uniform(d_far, 1.3)
-                    cx = ground_x(outer, d) + side * W * 0.05 * d
-                    cy = yh + (H - yh) * d - top_h * d * rng.uniform(.6, 1.)
-                    r = top_h * d * rng.uniform(0.3, 0.6)
-                    c.ellipse(cx, cy, r, r * 0.9, VEGETATION, texture=22.)
-                    c.rect(cx - r * 0.08, cy, cx + r * 0.08,
-                           yh + (H - yh) * d, VEGETATION,
-                           color=np.array([90., 70., 40.]))
-            else:
-                wall_h = H * rng.uniform(0.1, 0.3)
-                top = yh - top_h * dcol
-                m = on_side & (yy >= top) & (yy < bottom - wall_h * dcol)
-                c.fill(m, BUILDING, texture=8.)
-                m = on_side & (yy >= bottom - wall_h * dcol) & (yy < bottom)
-                c.fill(m, WALL, texture=14.)
 
-    # Ground: road, sidewalks, lane markings.
-    d = depth(yy)
-    below = yy >= yh
-    left_edge, right_edge = ground_x(road_l, d), ground_x(road_r, d)
+def _draw_facades(c, rng, st, on_side, dcol, bottom, d_far):
+    """Buildings of different heights with perspective window grids."""
+    H, yy = st.H, st.yy
+    cuts = np.sort(rng.uniform(d_far, 1.6, rng.integers(1, 5)))
+    edges = np.concatenate([[d_far], cuts, [10.]])
+    for d0, d1 in zip(edges[:-1], edges[1:]):
+        top_h = H * rng.uniform(0.5, 2.0)   # height at depth 1
+        top = st.yh - top_h * dcol
+        m = on_side & (dcol >= d0) & (dcol < d1) & (yy >= top) & \
+            (yy < bottom)
+        col = c.color(BUILDING, 35.)
+        c.fill(m, BUILDING, color=col, texture=8.)
+        # windows: a perspective grid on the facade
+        v = (yy - top) / np.maximum(bottom - top, 1.)
+        rows = rng.integers(4, 10)
+        per = rng.uniform(6., 12.)
+        u = np.log(np.maximum(dcol, 1e-3)) * per
+        win = m & (np.mod(v * rows, 1.) > 0.35) & \
+            (np.mod(v * rows, 1.) < 0.75) & (np.mod(u, 1.) < 0.5) & \
+            (v < 0.85)
+        shade = rng.uniform(-50., 40.)
+        c.img[win] += shade
+
+
+def _draw_roadside_trees(c, rng, st, side, outer, on_side, bottom, d_far,
+                         top_h):
+    """A terrain strip beside the sidewalk with trees standing on it."""
+    H, yh = st.H, st.yh
+    m = on_side & (st.yy >= yh) & (st.yy < bottom)
+    c.fill(m, TERRAIN, texture=12.)
+    for _ in range(rng.integers(2, 6)):
+        d = rng.uniform(d_far, 1.3)
+        cx = st.ground_x(outer, d) + side * st.W * 0.05 * d
+        cy = yh + (H - yh) * d - top_h * d * rng.uniform(.6, 1.)
+        r = top_h * d * rng.uniform(0.3, 0.6)
+        c.ellipse(cx, cy, r, r * 0.9, VEGETATION, texture=22.)
+        c.rect(cx - r * 0.08, cy, cx + r * 0.08,
+               yh + (H - yh) * d, VEGETATION,
+               color=np.array([90., 70., 40.]))
+
+
+def _draw_walled_side(c, rng, st, on_side, dcol, bottom, top_h):
+    """A building behind a wall."""
+    yy = st.yy
+    wall_h = st.H * rng.uniform(0.1, 0.3)
+    top = st.yh - top_h * dcol
+    m = on_side & (yy >= top) & (yy < bottom - wall_h * dcol)
+    c.fill(m, BUILDING, texture=8.)
+    m = on_side & (yy >= bottom - wall_h * dcol) & (yy < bottom)
+    c.fill(m, WALL, texture=14.)
+
+
+def _draw_side(c, rng, st, side):
+    """Facades, trees or walls on one side (-1 left, 1 right), between the
+    sidewalk's outer edge and a top line, both through the vanishing
+    point."""
+    outer = (st.road_l - st.walk) if side < 0 else (st.road_r + st.walk)
+    kind = rng.choice(['buildings', 'vegetation', 'wall'],
+                      p=[0.6, 0.25, 0.15])
+    d_far = rng.uniform(0.08, 0.3)     # depth where the facade ends
+    x_far = st.ground_x(outer, d_far)
+    on_side = (st.xx < x_far) if side < 0 else (st.xx > x_far)
+    # column depth: 0 at the vanishing point, 1 at the sidewalk's edge
+    dcol = np.clip((st.xx - st.vx) / (outer - st.vx), 0., None)
+    bottom = st.yh + (st.H - st.yh) * dcol
+    if kind == 'buildings':
+        _draw_facades(c, rng, st, on_side, dcol, bottom, d_far)
+        return
+    top_h = st.H * rng.uniform(0.4, 1.0)
+    if kind == 'vegetation':
+        _draw_roadside_trees(c, rng, st, side, outer, on_side, bottom, d_far,
+                             top_h)
+    else:
+        _draw_walled_side(c, rng, st, on_side, dcol, bottom, top_h)
+
+
+def _draw_ground(c, rng, st):
+    """Road, lane markings, sidewalks and cast shadows."""
+    xx, yy, W = st.xx, st.yy, st.W
+    d = st.depth(yy)
+    below = yy >= st.yh
+    left_edge = st.ground_x(st.road_l, d)
+    right_edge = st.ground_x(st.road_r, d)
     road = below & (xx >= left_edge) & (xx <= right_edge)
     c.fill(road, ROAD, texture=9.)
-    lane = road & (np.abs(xx - ground_x(W * rng.uniform(0.4, 0.6), d)) <
+    lane = road & (np.abs(xx - st.ground_x(W * rng.uniform(0.4, 0.6), d)) <
                    W * 0.006 * (1 + 2 * d)) & \
         (np.mod(np.log(np.maximum(d, 1e-3)) * 6., 1.) < 0.5)
     c.img[lane] = 235.
-    for edge, outer in ((left_edge, road_l - walk), (right_edge,
-                                                     road_r + walk)):
-        outer_x = ground_x(outer, d)
+    for edge, outer in ((left_edge, st.road_l - st.walk),
+                        (right_edge, st.road_r + st.walk)):
+        outer_x = st.ground_x(outer, d)
         m = below & (np.minimum(edge, outer_x) <= xx) & \
             (xx <= np.maximum(edge, outer_x)) & ~road
         c.fill(m, SIDEWALK, texture=10.)
     # cast shadows on the ground (labels unchanged)
     for _ in range(rng.integers(0, 3)):
         x0, x1 = np.sort(rng.uniform(0, W, 2))
-        sh = below & (xx > x0 + (yy - yh) * 0.3) & (xx < x1 + (yy - yh) * 0.3)
+        sh = below & (xx > x0 + (yy - st.yh) * 0.3) & \
+            (xx < x1 + (yy - st.yh) * 0.3)
         c.img[sh] *= rng.uniform(0.55, 0.8)
 
-    # Fences along a sidewalk's outer edge.
-    if rng.random() < 0.4:
-        side_outer = road_l - walk if rng.random() < 0.5 else road_r + walk
-        fh = H * rng.uniform(0.08, 0.18)
-        dd = np.clip((xx - vx) / (side_outer - vx), 0., None)
-        m = (dd > rng.uniform(0.1, 0.5)) & (yy < yh + (H - yh) * dd) & \
-            (yy > yh + (H - yh) * dd - fh * dd)
-        bars = np.mod(np.log(np.maximum(dd, 1e-3)) * 25., 1.) < 0.35
-        c.fill(m & (bars | (np.abs(yy - (yh + (H - yh) * dd - fh * dd * .9))
-                           < 1.5)), FENCE, texture=8.)
 
-    # Objects from far to near so that near ones occlude far ones.
+def _draw_fence(c, rng, st):
+    """Sometimes a fence along a sidewalk's outer edge."""
+    if rng.random() >= 0.4:
+        return
+    H, yh, yy = st.H, st.yh, st.yy
+    side_outer = st.road_l - st.walk if rng.random() < 0.5 else \
+        st.road_r + st.walk
+    fh = H * rng.uniform(0.08, 0.18)
+    dd = np.clip((st.xx - st.vx) / (side_outer - st.vx), 0., None)
+    m = (dd > rng.uniform(0.1, 0.5)) & (yy < yh + (H - yh) * dd) & \
+        (yy > yh + (H - yh) * dd - fh * dd)
+    bars = np.mod(np.log(np.maximum(dd, 1e-3)) * 25., 1.) < 0.35
+    c.fill(m & (bars | (np.abs(yy - (yh + (H - yh) * dd - fh * dd * .9))
+                       < 1.5)), FENCE, texture=8.)
+
+
+def _scene_objects(rng):
+    """(kind, depth) of the scene's objects, far to near, so that near ones
+    are drawn last and occlude far ones."""
     objects = []
     for _ in range(rng.integers(2, 6)):
         objects.append(('pole', rng.uniform(0.15, 1.0)))
@@ -252,104 +297,151 @@ def _draw_scene(rng, height, width):
     for _ in range(rng.integers(0, 3)):
         objects.append(('rider', rng.uniform(0.15, 0.9)))
     objects.sort(key=lambda o: o[1])
+    return objects
 
-    for kind, dd in objects:
-        yb = yh + (H - yh) * dd
+
+def _draw_pole(c, rng, st, dd, yb, left):
+    """A pole at the sidewalk, with a sign or a traffic light or neither."""
+    x = st.ground_x((st.road_l - st.walk * 0.4) if left else
+                    (st.road_r + st.walk * 0.4), dd)
+    ph, pw = st.H * 0.9 * dd, max(1., st.W * 0.008 * dd)
+    c.rect(x - pw, yb - ph, x + pw, yb, POLE, texture=5.)
+    r = max(1.5, st.W * 0.02 * dd)
+    u = rng.random()
+    if u < 0.4:
+        c.ellipse(x + (r if left else -r), yb - ph + r, r, r, SIGN,
+                  texture=4.)
+    elif u < 0.8:
+        c.rect(x - r * 0.6, yb - ph, x + r * 0.6, yb - ph + 2.6 * r,
+               LIGHT, color=np.array([40., 40., 30.]), texture=4.,
+               label=LIGHT)
+        lamp = rng.integers(3)
+        c.ellipse(x, yb - ph + (0.45 + 0.8 * lamp) * r, r * 0.4,
+                  r * 0.4, LIGHT, texture=0.)
+
+
+def _draw_vehicle(c, rng, st, kind, dd, yb):
+    """A car, truck, bus or tram on the road."""
+    lanes = rng.uniform(0.15, 0.85)
+    x = st.ground_x(st.road_l + (st.road_r - st.road_l) * lanes, dd)
+    cw = dict(car=0.3, truck=0.36, bus=0.42, train=0.5)[kind] * st.W * dd
+    ch = cw * dict(car=0.55, truck=0.9, bus=0.85, train=0.8)[kind]
+    cls = dict(car=CAR, truck=TRUCK, bus=BUS, train=TRAIN)[kind]
+    body = rng.uniform(40, 220, 3) if kind == 'car' else None
+    if kind == 'car':
+        c.rect(x - cw / 2, yb - ch * 0.55, x + cw / 2, yb - ch * 0.1,
+               cls, color=body, texture=6.)
+        c.poly([(x - cw * 0.35, yb - ch * 0.55),
+                (x - cw * 0.25, yb - ch),
+                (x + cw * 0.25, yb - ch),
+                (x + cw * 0.35, yb - ch * 0.55)], cls,
+               color=body * 0.4 + 40, texture=4.)
+        for wx in (x - cw * 0.32, x + cw * 0.32):
+            c.rect(wx - cw * 0.09, yb - ch * 0.2, wx + cw * 0.09, yb,
+                   cls, color=np.array([20., 20., 20.]), texture=3.)
+    else:
+        c.rect(x - cw / 2, yb - ch, x + cw / 2, yb - ch * 0.08, cls,
+               color=body, texture=7.)
+        c.rect(x - cw * 0.45, yb - ch * 0.85, x + cw * 0.45,
+               yb - ch * 0.55, cls,
+               color=np.array([50., 60., 70.]), texture=4.)
+        for wx in (x - cw * 0.35, x + cw * 0.35):
+            c.rect(wx - cw * 0.06, yb - ch * 0.12, wx + cw * 0.06, yb,
+                   cls, color=np.array([20., 20., 20.]), texture=3.)
+
+
+def _draw_person(c, rng, st, dd, yb, left):
+    """A pedestrian on the sidewalk: legs, coat, head."""
+    edge = (st.road_l - st.walk * rng.uniform(0.1, 0.9)) if left else \
+        (st.road_r + st.walk * rng.uniform(0.1, 0.9))
+    x = st.ground_x(edge, dd)
+    ph = st.H * 0.5 * dd
+    pw = ph * 0.3
+    coat = c.color(PERSON, 60.)
+    c.rect(x - pw * 0.25, yb - ph * 0.45, x - pw * 0.05, yb, PERSON,
+           color=np.array([40., 40., 60.]), texture=4.)
+    c.rect(x + pw * 0.05, yb - ph * 0.45, x + pw * 0.25, yb, PERSON,
+           color=np.array([40., 40., 60.]), texture=4.)
+    c.ellipse(x, yb - ph * 0.62, pw * 0.45, ph * 0.22, PERSON,
+              color=coat, texture=5.)
+    c.ellipse(x, yb - ph * 0.9, pw * 0.22, ph * 0.1, PERSON,
+              color=np.array([225., 180., 150.]), texture=3.)
+
+
+def _draw_rider(c, rng, st, dd, yb, left):
+    """A rider on a bicycle or a motorcycle near the road's edge."""
+    moto = rng.random() < 0.4
+    x = st.ground_x(st.road_l + (st.road_r - st.road_l) *
+                    (0.1 if left else 0.9), dd)
+    bh = st.H * 0.22 * dd
+    bw = bh * 1.6
+    vcls = MOTORCYCLE if moto else BICYCLE
+    for wx in (x - bw * 0.35, x + bw * 0.35):
+        c.ellipse(wx, yb - bh * 0.35, bh * 0.35, bh * 0.35, vcls,
+                  color=np.array([25., 25., 25.]), texture=3.)
+    if moto:
+        c.rect(x - bw * 0.3, yb - bh * 0.8, x + bw * 0.3,
+               yb - bh * 0.35, vcls, texture=6.)
+    else:
+        c.poly([(x - bw * 0.35, yb - bh * 0.35),
+                (x, yb - bh * 0.85), (x + bw * 0.35, yb - bh * 0.4),
+                (x + bw * 0.3, yb - bh * 0.55),
+                (x, yb - bh * 0.65), (x - bw * 0.3, yb - bh * 0.3)],
+               vcls, texture=5.)
+    rh = st.H * 0.3 * dd
+    c.ellipse(x, yb - bh * 0.8 - rh * 0.35, rh * 0.16, rh * 0.35,
+              RIDER, texture=6.)
+    c.ellipse(x, yb - bh * 0.8 - rh * 0.8, rh * 0.1, rh * 0.1,
+              RIDER, color=np.array([225., 180., 150.]), texture=3.)
+
+
+def _draw_objects(c, rng, st):
+    """Poles, vehicles, people and riders, far to near."""
+    for kind, dd in _scene_objects(rng):
+        yb = st.ground_y(dd)
         left = rng.random() < 0.5
         if kind == 'pole':
-            x = ground_x((road_l - walk * 0.4) if left else
-                         (road_r + walk * 0.4), dd)
-            ph, pw = H * 0.9 * dd, max(1., W * 0.008 * dd)
-            c.rect(x - pw, yb - ph, x + pw, yb, POLE, texture=5.)
-            r = max(1.5, W * 0.02 * dd)
-            u = rng.random()
-            if u < 0.4:
-                c.ellipse(x + (r if left else -r), yb - ph + r, r, r, SIGN,
-                          texture=4.)
-            elif u < 0.8:
-                c.rect(x - r * 0.6, yb - ph, x + r * 0.6, yb - ph + 2.6 * r,
-                       LIGHT, color=np.array([40., 40., 30.]), texture=4.,
-                       label=LIGHT)
-                lamp = rng.integers(3)
-                c.ellipse(x, yb - ph + (0.45 + 0.8 * lamp) * r, r * 0.4,
-                          r * 0.4, LIGHT, texture=0.)
+            _draw_pole(c, rng, st, dd, yb, left)
         elif kind in ('car', 'truck', 'bus', 'train'):
-            lanes = rng.uniform(0.15, 0.85)
-            x = ground_x(road_l + (road_r - road_l) * lanes, dd)
-            cw = dict(car=0.3, truck=0.36, bus=0.42, train=0.5)[kind] * W * dd
-            ch = cw * dict(car=0.55, truck=0.9, bus=0.85, train=0.8)[kind]
-            cls = dict(car=CAR, truck=TRUCK, bus=BUS, train=TRAIN)[kind]
-            body = rng.uniform(40, 220, 3) if kind == 'car' else None
-            if kind == 'car':
-                c.rect(x - cw / 2, yb - ch * 0.55, x + cw / 2, yb - ch * 0.1,
-                       cls, color=body, texture=6.)
-                c.poly([(x - cw * 0.35, yb - ch * 0.55),
-                        (x - cw * 0.25, yb - ch),
-                        (x + cw * 0.25, yb - ch),
-                        (x + cw * 0.35, yb - ch * 0.55)], cls,
-                       color=body * 0.4 + 40, texture=4.)
-                for wx in (x - cw * 0.32, x + cw * 0.32):
-                    c.rect(wx - cw * 0.09, yb - ch * 0.2, wx + cw * 0.09, yb,
-                           cls, color=np.array([20., 20., 20.]), texture=3.)
-            else:
-                c.rect(x - cw / 2, yb - ch, x + cw / 2, yb - ch * 0.08, cls,
-                       color=body, texture=7.)
-                c.rect(x - cw * 0.45, yb - ch * 0.85, x + cw * 0.45,
-                       yb - ch * 0.55, cls,
-                       color=np.array([50., 60., 70.]), texture=4.)
-                for wx in (x - cw * 0.35, x + cw * 0.35):
-                    c.rect(wx - cw * 0.06, yb - ch * 0.12, wx + cw * 0.06, yb,
-                           cls, color=np.array([20., 20., 20.]), texture=3.)
+            _draw_vehicle(c, rng, st, kind, dd, yb)
         elif kind == 'person':
-            edge = (road_l - walk * rng.uniform(0.1, 0.9)) if left else \
-                (road_r + walk * rng.uniform(0.1, 0.9))
-            x = ground_x(edge, dd)
-            ph = H * 0.5 * dd
-            pw = ph * 0.3
-            coat = c.color(PERSON, 60.)
-            c.rect(x - pw * 0.25, yb - ph * 0.45, x - pw * 0.05, yb, PERSON,
-                   color=np.array([40., 40., 60.]), texture=4.)
-            c.rect(x + pw * 0.05, yb - ph * 0.45, x + pw * 0.25, yb, PERSON,
-                   color=np.array([40., 40., 60.]), texture=4.)
-            c.ellipse(x, yb - ph * 0.62, pw * 0.45, ph * 0.22, PERSON,
-                      color=coat, texture=5.)
-            c.ellipse(x, yb - ph * 0.9, pw * 0.22, ph * 0.1, PERSON,
-                      color=np.array([225., 180., 150.]), texture=3.)
-        else:  # rider on a bicycle or a motorcycle
-            moto = rng.random() < 0.4
-            x = ground_x(road_l + (road_r - road_l) *
-                         (0.1 if left else 0.9), dd)
-            bh = H * 0.22 * dd
-            bw = bh * 1.6
-            vcls = MOTORCYCLE if moto else BICYCLE
-            for wx in (x - bw * 0.35, x + bw * 0.35):
-                c.ellipse(wx, yb - bh * 0.35, bh * 0.35, bh * 0.35, vcls,
-                          color=np.array([25., 25., 25.]), texture=3.)
-            if moto:
-                c.rect(x - bw * 0.3, yb - bh * 0.8, x + bw * 0.3,
-                       yb - bh * 0.35, vcls, texture=6.)
-            else:
-                c.poly([(x - bw * 0.35, yb - bh * 0.35),
-                        (x, yb - bh * 0.85), (x + bw * 0.35, yb - bh * 0.4),
-                        (x + bw * 0.3, yb - bh * 0.55),
-                        (x, yb - bh * 0.65), (x - bw * 0.3, yb - bh * 0.3)],
-                       vcls, texture=5.)
-            rh = H * 0.3 * dd
-            c.ellipse(x, yb - bh * 0.8 - rh * 0.35, rh * 0.16, rh * 0.35,
-                      RIDER, texture=6.)
-            c.ellipse(x, yb - bh * 0.8 - rh * 0.8, rh * 0.1, rh * 0.1,
-                      RIDER, color=np.array([225., 180., 150.]), texture=3.)
+            _draw_person(c, rng, st, dd, yb, left)
+        else:
+            _draw_rider(c, rng, st, dd, yb, left)
 
-    # The ego vehicle's bonnet: ignored in the labels, as in Cityscapes.
+
+def _draw_bonnet(c, rng, st):
+    """Sometimes the ego vehicle's bonnet: ignored in the labels, as in
+    Cityscapes."""
     if rng.random() < 0.5:
-        c.ellipse(W / 2, H * 1.12, W * 0.7, H * rng.uniform(0.15, 0.22), ROAD,
+        c.ellipse(st.W / 2, st.H * 1.12, st.W * 0.7,
+                  st.H * rng.uniform(0.15, 0.22), ROAD,
                   color=np.array([30., 30., 35.]), texture=3., label=IGNORE)
 
-    # Global illumination, a little blur (optics) and sensor noise.
-    img = c.img * rng.uniform(0.7, 1.15) + rng.uniform(-15, 15, 3)
+
+def _camera(img, rng):
+    """Global illumination, a little blur (optics) and sensor noise."""
+    img = img * rng.uniform(0.7, 1.15) + rng.uniform(-15, 15, 3)
     img = cv2.GaussianBlur(img, (3, 3), 0.7)
     img = img + rng.normal(0., rng.uniform(3., 9.), img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), c.lab
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _draw_scene(rng, height, width):
+    """Draws one street scene, back to front; returns (RGB uint8 image,
+    uint8 labels). The order of the steps is the order of the random draws:
+    changing it changes every image of a seed."""
+    c = _Canvas(rng, height, width)
+    _draw_sky(c)
+    st = _Street(rng, c)
+    _draw_skyline(c, rng, st)
+    for side in (-1, 1):
+        _draw_side(c, rng, st, side)
+    _draw_ground(c, rng, st)
+    _draw_fence(c, rng, st)
+    _draw_objects(c, rng, st)
+    _draw_bonnet(c, rng, st)
+    return _camera(c.img, rng), c.lab
 
 
 def draw_synthetic_cityscapes_scene(height=256, width=512, seed=0):
