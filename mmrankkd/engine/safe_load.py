@@ -109,11 +109,29 @@ def _guard(loader: Callable) -> Callable:
     return guarded
 
 
+#: MMEngine's checkpoint loaders (public functions of
+#: ``mmengine.runner.checkpoint``) and the prefixes they serve.
+_SCHEMES = (
+    ('load_from_local', ''),
+    ('load_from_http', ('http://', 'https://')),
+    ('load_from_pavi', 'pavi://'),
+    ('load_from_ceph', (r'(\S+\:)?s3://', r'(\S+\:)?petrel://')),
+    ('load_from_torchvision', ('modelzoo://', 'torchvision://')),
+    ('load_from_openmmlab', ('open-mmlab://', 'openmmlab://')),
+    ('load_from_mmcls', 'mmcls://'),
+)
+
+
 def guard_checkpoint_loaders() -> None:
-    """Wrap every MMEngine checkpoint scheme loader (local, http, ...) so a
-    refused unpickle raises :class:`UnsafeCheckpointError`."""
-    for prefix, loader in list(CheckpointLoader._schemes.items()):
-        CheckpointLoader._schemes[prefix] = _guard(loader)
+    """Re-register every MMEngine checkpoint scheme loader (local, http,
+    ...) through ``CheckpointLoader.register_scheme(..., force=True)``,
+    wrapped so a refused unpickle raises :class:`UnsafeCheckpointError`."""
+    from mmengine.runner import checkpoint
+    for name, prefixes in _SCHEMES:
+        loader = getattr(checkpoint, name, None)
+        if loader is not None:
+            CheckpointLoader.register_scheme(
+                prefixes, _guard(loader), force=True)
 
 
 def safe_torch_load(filename, map_location='cpu'):
