@@ -1,0 +1,250 @@
+"""The CIFAR-100 pair configs (configs/cifar100/*_1xb64_cifar100.py): they
+are the generator's output, load with mmengine, carry the CRD recipe and
+their authors' loss settings, build, and train one iteration (plus
+validation with the teacher) on a tiny synthetic CIFAR-100 read by
+mmpretrain's own CIFAR100.
+
+One iteration of resnet32x4 -> resnet8x4 KD and DKD and of vgg13 ->
+MobileNetV2 PLD run by default; every other loss x pair config is marked
+``slow`` (``pytest -m slow tests/test_cifar_recipes.py``)."""
+import importlib.util
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location(
+    'gen_cifar100_configs', REPO / 'tools' / 'gen_cifar100_configs.py')
+gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen)
+
+MODELS_DIR = REPO / 'configs' / 'cifar100' / '_base_' / 'models'
+PAIRS = [(p['teacher'], p['student']) for p in gen.PAIRS]
+LOSS_CONFIGS = [(loss, t, s) for t, s in PAIRS for loss in gen.LOSSES]
+DEFAULT_RUNS = [('kd', 'resnet32x4', 'resnet8x4'),
+                ('dkd', 'resnet32x4', 'resnet8x4'),
+                ('pld', 'vgg13', 'MobileNetV2')]
+_RUN_IDS = itertools.count()
+
+
+def config_path(loss, teacher, student):
+    return Path(gen.loss_path(loss, dict(teacher=teacher, student=student)))
+
+
+def _ids(item):
+    return '-'.join(item)
+
+
+def _need_zoo(*archs):
+    missing = [a for a in archs if not (MODELS_DIR / f'{a}.py').is_file()]
+    if missing:
+        pytest.skip('CIFAR model zoo config(s) not there yet: ' + ', '.join(
+            f'configs/cifar100/_base_/models/{a}.py' for a in missing))
+
+
+# ------------------------------------------------------------ generator
+def test_committed_configs_are_the_generators_output():
+    files = gen.render_all()
+    assert gen.differences(files) == [], (
+        'configs/cifar100 differ from tools/gen_cifar100_configs.py; run '
+        'python tools/gen_cifar100_configs.py')
+    on_disk = {str(p) for p in (REPO / 'configs' / 'cifar100').glob(
+        '*_1xb64_cifar100.py')} | {str(p) for p in (
+            REPO / 'configs' / 'cifar100' / '_base_').glob(
+                'distill_*_1xb64_cifar100.py')}
+    stale = sorted(on_disk - set(files))
+    assert not stale, f'configs no longer generated: {stale}'
+    assert len(files) == len(PAIRS) * (1 + len(gen.LOSSES)) == 88
+
+
+def test_generator_check_mode(capsys):
+    assert gen.main(['--check']) == 0
+
+
+# ------------------------------------------------------------ settings
+@pytest.mark.parametrize('item', LOSS_CONFIGS, ids=_ids)
+def test_config_loads_with_recipe_and_settings(item):
+    loss, teacher, student = item
+    _need_zoo(teacher, student)
+    path = config_path(*item)
+    cfg = Config.fromfile(str(path))
+    text = path.read_text()
+    # Sources and the checkpoint are named at the top.
+    assert 'Teacher checkpoint' in text and 'Published top-1' in text
+    model = cfg.model
+    assert model.type == 'mmrankkd.LogitDistiller'
+    assert 'mmrankkd' in cfg.custom_imports.imports
+    assert model.teacher == str(MODELS_DIR / f'{teacher}.py')
+    assert model.teacher_ckpt == f'checkpoints/crd/{teacher}_vanilla.pth'
+    student_cfg = Config.fromfile(str(MODELS_DIR / f'{student}.py')).model
+    assert model.student.backbone == student_cfg.backbone
+    assert model.student.data_preprocessor == student_cfg.data_preprocessor
+    # The CRD recipe.
+    assert cfg.train_dataloader.batch_size == 64
+    assert cfg.train_dataloader.dataset.type == 'CIFAR100'
+    assert cfg.train_dataloader.dataset.data_root == 'data/cifar100'
+    assert [t['type'] for t in cfg.train_dataloader.dataset.pipeline] == [
+        'RandomCrop', 'RandomFlip', 'PackInputs']
+    assert cfg.train_dataloader.dataset.pipeline[0].padding == 4
+    assert cfg.get('data_preprocessor') is None  # the student's (CRD)
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.momentum, opt.weight_decay) == ('SGD', 0.9, 5e-4)
+    assert opt.lr == (0.01 if student in gen.LOW_LR_STUDENTS else 0.05)
+    assert cfg.param_scheduler.milestones == [150, 180, 210]
+    assert cfg.param_scheduler.gamma == 0.1
+    assert cfg.train_cfg.max_epochs == 240
+    assert cfg.val_cfg.type == 'mmrankkd.DistillValLoop'
+    # The losses.
+    losses = model.distill_losses
+    ce = model.student.head.loss.loss_weight
+    hooks = cfg.get('custom_hooks', [])
+    pair = next(p for p in gen.PAIRS
+                if (p['teacher'], p['student']) == (teacher, student))
+    if loss == 'kd':
+        assert ce == 0.1
+        assert dict(losses) == dict(loss_kd=dict(
+            type='mmrankkd.KDLoss', temperature=4.0, loss_weight=0.9))
+    elif loss == 'dkd':
+        assert ce == 1.0
+        assert (losses.loss_dkd.alpha, losses.loss_dkd.beta,
+                losses.loss_dkd.temperature) == (1.0, pair['dkd_beta'], 4.0)
+        assert hooks == [dict(
+            type='mmrankkd.DistillLossWeightScheduleHook',
+            losses=['loss_dkd'], warmup=20, by_epoch=True)]
+    elif loss == 'dist':
+        assert ce == 1.0
+        d = losses.loss_dist
+        assert (d.beta, d.gamma, d.temperature, d.loss_weight) == (
+            1.0, 1.0, 4.0, 2.0)
+    elif loss == 'rkkd-kd':
+        assert ce == 0.1
+        assert losses.loss_kd.loss_weight == losses.loss_rank.loss_weight
+        assert (losses.loss_rank.surrogate,
+                losses.loss_rank.steepness) == ('tanh', 100.0)
+    elif loss == 'bdd':
+        b = losses.loss_bdd
+        assert ce == 0.1
+        assert (b.forward_temperature, b.reverse_temperature) == (4.0, 4.0)
+    elif loss == 'cmkd':
+        assert losses.loss_cmkd.temperature == 4.0
+    elif loss == 'pld':
+        assert model.student_task_loss is False
+        assert losses.loss_pld.teacher_temperature == 4.0
+    if loss != 'dkd':
+        assert not hooks
+    assert model.get('student_task_loss', True) is (loss != 'pld')
+
+
+def test_dkd_betas_are_mdistillers():
+    # mdistiller configs/cifar100/dkd/*.yaml (BETA; 8.0 is CFG.DKD.BETA).
+    betas = {(p['teacher'], p['student']): p['dkd_beta'] for p in gen.PAIRS}
+    assert betas[('resnet56', 'resnet20')] == 2.0
+    assert betas[('resnet110', 'resnet32')] == 2.0
+    assert betas[('vgg13', 'vgg8')] == betas[('vgg13', 'MobileNetV2')] == 6.0
+    assert betas[('wrn_40_2', 'wrn_16_2')] == 6.0
+    assert betas[('wrn_40_2', 'wrn_40_1')] == 6.0
+    assert betas[('resnet32x4', 'resnet8x4')] == 8.0
+    assert betas[('ResNet50', 'MobileNetV2')] == 8.0
+
+
+# ------------------------------------------------------------ building
+def _save_teacher(teacher, directory):
+    """A randomly initialised teacher's state dict (the tests' stand-in
+    for the converted CRD checkpoint)."""
+    from mmengine.registry import MODELS
+    path = Path(directory) / f'{teacher}_random.pth'
+    if not path.is_file():
+        cfg = Config.fromfile(str(MODELS_DIR / f'{teacher}.py'))
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            model = MODELS.build(cfg.model)
+        torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def ckpt_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('crd_teachers')
+
+
+@pytest.mark.parametrize('pair', PAIRS, ids=_ids)
+def test_pair_builds(pair, ckpt_dir):
+    teacher, student = pair
+    _need_zoo(teacher, student)
+    from mmrankkd.registry import MODELS
+    cfg = Config.fromfile(str(config_path('kd', teacher, student)))
+    cfg.model.teacher_ckpt = _save_teacher(teacher, ckpt_dir)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    assert sorted(model.distill_losses.keys()) == ['loss_kd']
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32), mode='tensor')
+    assert out.shape == (2, 100)
+
+
+# ------------------------------------------------------------ training
+@pytest.fixture(scope='module')
+def cifar_root(tmp_path_factory):
+    from mmrankkd.datasets.synthetic_cifar import make_synthetic_cifar100
+    root = tmp_path_factory.mktemp('cifar')
+    return make_synthetic_cifar100(str(root), num_train=4, num_test=4)
+
+
+def _one_iteration(item, root, ckpt_dir, work_dir):
+    """Train ``item``'s config for one iteration of 4 images and validate
+    on 4, as the config is except for data size, workers and the teacher
+    checkpoint."""
+    from mmengine.runner import Runner
+
+    from mmrankkd.datasets.synthetic_cifar import disable_cifar100_md5_check
+    loss, teacher, student = item
+    _need_zoo(teacher, student)
+    cfg = Config.fromfile(str(config_path(*item)))
+    loader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                  dataset=dict(data_root=root))
+    cfg.merge_from_dict(dict(
+        train_dataloader=loader, val_dataloader=loader,
+        test_dataloader=loader, train_cfg=dict(max_epochs=1),
+        default_hooks=dict(logger=dict(interval=1),
+                           checkpoint=dict(interval=1)),
+        randomness=dict(seed=0),
+        model=dict(teacher_ckpt=_save_teacher(teacher, ckpt_dir))))
+    cfg.work_dir = str(work_dir)
+    cfg.experiment_name = f'cifar_recipe_{next(_RUN_IDS)}'
+    with disable_cifar100_md5_check():
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    log = '\n'.join(p.read_text() for p in Path(work_dir).glob('*/*.log'))
+    train = [line for line in log.splitlines() if 'Epoch(train)' in line]
+    assert len(train) == 1, 'expected exactly one training iteration'
+    for name in cfg.model.distill_losses:
+        value = re.search(rf'distill\.{name}: (\S+)', train[0])
+        assert value and torch.isfinite(torch.tensor(float(value[1]))), name
+    val = [line for line in log.splitlines()
+           if 'Epoch(val)' in line and 'accuracy/top1' in line]
+    assert val and 'agreement/top1' in val[-1] and \
+        'teacher/accuracy/top1' in val[-1]
+    return runner, train[0]
+
+
+DEFAULT_IDS = {_ids(i) for i in DEFAULT_RUNS}
+
+
+@pytest.mark.parametrize('item', [
+    pytest.param(i, marks=() if _ids(i) in DEFAULT_IDS else pytest.mark.slow)
+    for i in LOSS_CONFIGS
+], ids=_ids)
+def test_one_training_iteration(item, cifar_root, ckpt_dir, tmp_path):
+    runner, train = _one_iteration(item, cifar_root, ckpt_dir, tmp_path)
+    if item[0] == 'dkd':
+        # First epoch of mdistiller's 20-epoch warm-up: 1/20 of weight 1.
+        assert runner.message_hub.get_scalar(
+            'train/distill_weight.dkd').current() == pytest.approx(0.05)
+        assert 'distill_weight.dkd: 0.0500' in train
+    else:
+        assert 'distill_weight' not in train
