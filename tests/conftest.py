@@ -13,7 +13,7 @@ SEG_BASE = 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py'
 SEG_DISTILL = REPO / 'configs' / 'rkkd' / (
     'rkkd-kd_pspnet-r101-d8_pspnet-r18-d8_4xb2-80k_cityscapes-512x1024.py')
 CLS_DISTILL = REPO / 'configs' / 'cifar100' / (
-    'kd_resnet50_resnet18_8xb16_cifar100.py')
+    'kd_resnet32x4_resnet8x4_1xb64_cifar100.py')
 
 # Tiny Cityscapes run: 64x64 crops, 4 iterations, checkpoints at 2 and 4.
 SEG_DATA = '''

@@ -1,8 +1,0 @@
-# Kendall rank loss (REFERENCE.md s.2) on top of KD. Teacher checkpoint: see the base config (model.teacher_ckpt).
-_base_ = ['../_base_/distill_resnet50_resnet18_8xb16_cifar100.py']
-
-model = dict(
-    distill_losses=dict(
-        loss_kd=dict(type='mmrankkd.KDLoss', temperature=4.0,
-                     loss_weight=1.0),
-        loss_rank=dict(type='mmrankkd.KendallRankLoss', loss_weight=1.0)))
