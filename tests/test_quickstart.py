@@ -6,8 +6,14 @@ import sys
 
 import pytest
 
+from mmrankkd.models.distillers import resolve_model_cfg
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs', 'quickstart')
+TEACHER = osp.join(CONFIGS, 'teacher_pspnet_r18-d8-w32_synthcity-64x128.py')
+STUDENT = osp.join(CONFIGS, 'student_pspnet_r18-d8-w16_synthcity-64x128.py')
+DISTILL = osp.join(
+    CONFIGS, 'distill_bdd-kendall_r18w32-to-r18w16_synthcity-64x128.py')
 
 
 @pytest.mark.parametrize('name', [
@@ -19,11 +25,56 @@ def test_configs_parse_and_fit_a_cpu(name):
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(CONFIGS, name))
     assert cfg.train_dataloader.num_workers == 0
-    assert cfg.model.get('auxiliary_head', None) is None or \
-        cfg.model.type == 'mmrankkd.LogitDistiller'
+    model = cfg.model
+    if model.type == 'mmrankkd.LogitDistiller':
+        model = resolve_model_cfg(model.student, 'student')[0]
+    # no auxiliary head: its FCN would cost CPU time for little gain
+    assert model.get('auxiliary_head') is None
     # the PolyLR schedule ends where training ends
     assert cfg.param_scheduler[-1].end == cfg.train_cfg.max_iters
     assert cfg.default_hooks.checkpoint.interval == cfg.train_cfg.max_iters
+
+
+def test_distilled_student_is_comparable_with_the_student_alone():
+    """The demo's comparison is fair only if the distilled student is the
+    very network trained alone, on the same data and schedule, and the
+    teacher is the one the teacher config trains."""
+    from mmengine.config import Config
+    distill, student = Config.fromfile(DISTILL), Config.fromfile(STUDENT)
+    assert resolve_model_cfg(distill.model.student, 'student') == \
+        resolve_model_cfg(STUDENT, 'student')
+    assert resolve_model_cfg(distill.model.teacher, 'teacher') == \
+        resolve_model_cfg(TEACHER, 'teacher')
+    for key in ('train_cfg', 'param_scheduler', 'optim_wrapper',
+                'train_dataloader', 'val_dataloader', 'randomness'):
+        assert distill.get(key) == student.get(key), key
+
+
+def test_export_student_writes_the_cfg_options_it_is_given(tmp_path,
+                                                           monkeypatch):
+    """tools/export_student.py --cfg-options: the written student config
+    holds the data root training used, not the config file's."""
+    import runpy
+
+    import torch
+    from mmengine.config import Config
+    ckpt = tmp_path / 'iter_1.pth'
+    torch.save({'meta': {}, 'state_dict': {
+        'student.decode_head.conv_seg.bias': torch.zeros(19)}}, ckpt)
+    root = str(tmp_path / 'my_data')
+    options = [f'{loader}.dataset.data_root={root}'
+               for loader in ('train_dataloader', 'val_dataloader',
+                              'test_dataloader')]
+    monkeypatch.setattr(sys, 'argv', [
+        'export_student.py', str(ckpt), str(tmp_path / 'student.pth'),
+        '--config', DISTILL, '--cfg-options', *options])
+    runpy.run_path(osp.join(REPO, 'tools', 'export_student.py'),
+                   run_name='__main__')
+    cfg = Config.fromfile(str(tmp_path / 'student.py'))
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.data_root == root, loader
+    assert cfg.model.type == 'EncoderDecoder'
+    assert 'custom_imports' not in cfg
 
 
 def test_distill_config_builds_student_and_teacher(tmp_path):
@@ -77,3 +128,8 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert summary['distilled']['ckpt_mb'] < summary['teacher']['ckpt_mb']
     for stage in ('[1/5]', '[5/5]', 'Figure:', 'distilled student'):
         assert stage in out.stdout
+    # the exported student config reads the data the student trained on
+    from mmengine.config import Config
+    exported = Config.fromfile(str(work_dir / 'distilled' / 'student.py'))
+    assert exported.test_dataloader.dataset.data_root == str(
+        work_dir / 'data' / 'synthetic_cityscapes')

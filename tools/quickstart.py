@@ -125,11 +125,8 @@ def train(config, work_dir, iters_scale, seed, data_root, verbose,
         f'param_scheduler.1.end={iters}',
         f'default_hooks.checkpoint.interval={iters}',
         f'randomness.seed={seed}',
-    ] + [
-        f'{loader}.dataset.data_root={data_root}'
-        for loader in ('train_dataloader', 'val_dataloader',
-                       'test_dataloader')
-    ] + list(extra)
+    ] + [f'{k}={v}' for k, v in data_root_options(data_root).items()
+         ] + list(extra)
     cmd = [
         sys.executable,
         osp.join(REPO, 'tools', 'train.py'), config, '--work-dir', work_dir,
@@ -327,6 +324,102 @@ def make_figure(path, runs, samples, classes, palette):
     plt.close(fig)
 
 
+NOTES = (
+    'mIoU: validation mIoU (%) from the runner, at the last iteration. '
+    'agree: pixels (ground truth not ignore) where the model predicts '
+    "the teacher's class; tau: mean Kendall tau of the class logits "
+    'with the teacher (mmrankkd.TeacherStudentAgreement). ckpt: the '
+    'weights-only checkpoint file (the distilled one holds the student '
+    'only). train time: wall clock of tools/train.py, validation '
+    'included.')
+
+
+def data_root_options(data_root):
+    """``--cfg-options`` that point every data loader at ``data_root``."""
+    return {
+        f'{loader}.dataset.data_root': data_root
+        for loader in ('train_dataloader', 'val_dataloader',
+                       'test_dataloader')
+    }
+
+
+def export_distilled(runs, work_dir, data_root):
+    """Exports the distilled student (tools/export_student.py's code) as a
+    plain mmseg checkpoint and config; returns ``export_student``'s dict."""
+    from mmrankkd.engine.export import export_student
+    export = export_student(
+        runs['distilled']['ckpt'],
+        osp.join(work_dir, 'distilled', 'student.pth'), DISTILL_CFG,
+        cfg_options=data_root_options(data_root))
+    print(f'    exported the distilled student: {export["checkpoint"]} '
+          f'(config {export["config"]})', flush=True)
+    return export
+
+
+def load_models(runs, export, data_root):
+    """The three models through mmseg's ``init_model`` (the distilled one
+    from its export, as a user loads it); records their parameter counts
+    (millions) in ``runs``."""
+    import warnings
+
+    from mmengine.config import Config
+    # mmseg's deprecation notes when building models (build_loss, ...)
+    warnings.filterwarnings('ignore', category=UserWarning, module='mmseg')
+    from mmseg.apis import init_model
+    models = {}
+    for name, config, ckpt in (
+            ('teacher', TEACHER_CFG, runs['teacher']['ckpt']),
+            ('student', STUDENT_CFG, runs['student']['ckpt']),
+            ('distilled', export['config'], export['checkpoint'])):
+        cfg = Config.fromfile(config)
+        cfg.test_dataloader.dataset.data_root = data_root
+        models[name] = init_model(cfg, ckpt, device='cpu')
+        runs[name]['params'] = sum(
+            p.numel() for p in models[name].parameters()) / 1e6
+    return models
+
+
+def collect_results(runs, work_dir, samples):
+    """Fills ``runs`` with each run's logged curves, last mIoU, agreement
+    with the teacher and checkpoint size."""
+    for name, run in runs.items():
+        run['train_rows'], run['val_rows'] = read_scalars(
+            osp.join(work_dir, name))
+        run['miou'] = run['val_rows'][-1]['mIoU']
+        run['agreement'] = agreement_with_teacher(samples, name)
+        run['ckpt_mb'] = file_mb(run['ckpt'])
+
+
+def format_table(runs):
+    """The results table, one row per model."""
+    header = (f'{"model":<20}{"params":>9}{"ckpt":>9}{"mIoU":>8}'
+              f'{"agree":>8}{"tau":>7}{"train time":>12}')
+    lines = [header, '-' * len(header)]
+    for name in ('teacher', 'student', 'distilled'):
+        run = runs[name]
+        lines.append(
+            f'{run["title"]:<20}{run["params"]:>8.2f}M'
+            f'{run["ckpt_mb"]:>7.1f}MB{run["miou"]:>8.2f}'
+            f'{run["agreement"]["top1"]:>7.1f}%'
+            f'{run["agreement"].get("kendall_tau", float("nan")):>7.3f}'
+            f'{_fmt_time(run["seconds"]):>12}')
+    return '\n'.join(lines)
+
+
+def write_summary(runs, work_dir, table, notes):
+    """``summary.json`` (everything but the curves) and ``summary.txt``
+    (table and notes)."""
+    summary = {
+        name: {k: v for k, v in run.items()
+               if k not in ('train_rows', 'val_rows')}
+        for name, run in runs.items()
+    }
+    with open(osp.join(work_dir, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    with open(osp.join(work_dir, 'summary.txt'), 'w') as f:
+        f.write(table + '\n\n' + notes + '\n')
+
+
 def summarize(runs, work_dir, data_root):
     """Exports the distilled student, runs the three models on validation
     images, and writes ``summary.{json,txt}`` and the figure.
@@ -340,73 +433,19 @@ def summarize(runs, work_dir, data_root):
     Returns:
         tuple[str, str, str]: The table, its notes and the figure's path.
     """
-    import warnings
-
     import mmrankkd  # noqa: F401
-    from mmengine.config import Config
-    from mmrankkd.engine.export import export_student
-    # mmseg's deprecation notes when building models (build_loss, ...)
-    warnings.filterwarnings('ignore', category=UserWarning, module='mmseg')
-    from mmseg.apis import init_model
-    export = export_student(
-        runs['distilled']['ckpt'],
-        osp.join(work_dir, 'distilled', 'student.pth'), DISTILL_CFG)
-    print(f'    exported the distilled student: {export["checkpoint"]} '
-          f'(config {export["config"]})', flush=True)
-
-    models = {}
-    for name, config, ckpt in (
-            ('teacher', TEACHER_CFG, runs['teacher']['ckpt']),
-            ('student', STUDENT_CFG, runs['student']['ckpt']),
-            ('distilled', export['config'], export['checkpoint'])):
-        cfg = Config.fromfile(config)
-        cfg.test_dataloader.dataset.data_root = data_root
-        models[name] = init_model(cfg, ckpt, device='cpu')
-        runs[name]['params'] = sum(
-            p.numel() for p in models[name].parameters()) / 1e6
+    export = export_distilled(runs, work_dir, data_root)
+    models = load_models(runs, export, data_root)
     samples = predict(models, data_root, DATA['num_val'])
-    meta = models['teacher'].dataset_meta
-    for name, run in runs.items():
-        run['train_rows'], run['val_rows'] = read_scalars(
-            osp.join(work_dir, name))
-        run['miou'] = run['val_rows'][-1]['mIoU']
-        run['agreement'] = agreement_with_teacher(samples, name)
-        run['ckpt_mb'] = file_mb(run['ckpt'])
+    collect_results(runs, work_dir, samples)
 
+    meta = models['teacher'].dataset_meta
     fig_path = osp.join(work_dir, 'quickstart.png')
     make_figure(fig_path, runs, samples[:NUM_SHOWN], meta['classes'],
                 meta['palette'])
-
-    header = (f'{"model":<20}{"params":>9}{"ckpt":>9}{"mIoU":>8}'
-              f'{"agree":>8}{"tau":>7}{"train time":>12}')
-    lines = [header, '-' * len(header)]
-    for name in ('teacher', 'student', 'distilled'):
-        run = runs[name]
-        lines.append(
-            f'{run["title"]:<20}{run["params"]:>8.2f}M'
-            f'{run["ckpt_mb"]:>7.1f}MB{run["miou"]:>8.2f}'
-            f'{run["agreement"]["top1"]:>7.1f}%'
-            f'{run["agreement"].get("kendall_tau", float("nan")):>7.3f}'
-            f'{_fmt_time(run["seconds"]):>12}')
-    table = '\n'.join(lines)
-    notes = (
-        'mIoU: validation mIoU (%) from the runner, at the last iteration. '
-        'agree: pixels (ground truth not ignore) where the model predicts '
-        "the teacher's class; tau: mean Kendall tau of the class logits "
-        'with the teacher (mmrankkd.TeacherStudentAgreement). ckpt: the '
-        'weights-only checkpoint file (the distilled one holds the student '
-        'only). train time: wall clock of tools/train.py, validation '
-        'included.')
-    summary = {
-        name: {k: v for k, v in run.items()
-               if k not in ('train_rows', 'val_rows')}
-        for name, run in runs.items()
-    }
-    with open(osp.join(work_dir, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
-    notes = textwrap.fill(notes, 79)
-    with open(osp.join(work_dir, 'summary.txt'), 'w') as f:
-        f.write(table + '\n\n' + notes + '\n')
+    table = format_table(runs)
+    notes = textwrap.fill(NOTES, 79)
+    write_summary(runs, work_dir, table, notes)
     return table, notes, fig_path
 
 

@@ -78,7 +78,8 @@ def student_config(distill_cfg: Config) -> Config:
 def export_student(checkpoint: str,
                    out: str,
                    config: Optional[str] = None,
-                   config_out: Optional[str] = None) -> dict:
+                   config_out: Optional[str] = None,
+                   cfg_options: Optional[dict] = None) -> dict:
     """Write a plain student checkpoint (``{'meta', 'state_dict'}``).
 
     Args:
@@ -88,6 +89,11 @@ def export_student(checkpoint: str,
             the student config.
         config_out (str, optional): Where to write the plain student
             config (defaults to ``<out>.py`` when ``config`` is given).
+        cfg_options (dict, optional): Overrides merged into the
+            distillation config before the student config is written, as
+            ``--cfg-options`` of ``tools/train.py`` (e.g.
+            ``{'test_dataloader.dataset.data_root': 'data/x'}``), so the
+            written config holds what training used.
 
     Returns:
         dict: ``dict(checkpoint=out, config=config_out or None,
@@ -105,5 +111,11 @@ def export_student(checkpoint: str,
     written = None
     if config is not None:
         written = config_out or osp.splitext(out)[0] + '.py'
-        student_config(Config.fromfile(config)).dump(written)
+        cfg = Config.fromfile(config)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        student_config(cfg).dump(written)
+    elif cfg_options:
+        raise ValueError('cfg_options change the written student config: '
+                         'pass the distillation config too (--config)')
     return dict(checkpoint=out, config=written, num_tensors=len(state))
