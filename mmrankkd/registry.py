@@ -9,6 +9,7 @@ registries import our modules lazily, so building by name needs no import of
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
@@ -24,3 +25,7 @@ METRICS = Registry(
 # Validation/test loops that also run the teacher (agreement metrics).
 LOOPS = Registry(
     'loop', parent=MMENGINE_LOOPS, locations=['mmrankkd.engine'])
+# DDP wrapper for CPU (gloo) runs.
+MODEL_WRAPPERS = Registry(
+    'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS,
+    locations=['mmrankkd.engine'])

@@ -4,12 +4,15 @@ import argparse
 import os
 import os.path as osp
 
+import torch
+
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrankkd  # noqa: F401  (registers modules, weights-only allow-list)
-from mmrankkd.engine import setup_cpu_distributed
+from mmrankkd.engine import (check_run_config, revert_sync_bn_for_cpu,
+                             setup_cpu_distributed)
 
 
 def parse_args():
@@ -60,11 +63,14 @@ def main():
         evaluator.append(dict(type='DumpResults', out_file_path=args.out))
         cfg.test_evaluator = evaluator
 
+    check_run_config(cfg)
     setup_cpu_distributed(cfg)  # torchrun on CPU-only machines
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    if not torch.cuda.is_available() and not runner.distributed:
+        runner.model = revert_sync_bn_for_cpu(runner.model)
     runner.test()
 
 

@@ -5,13 +5,16 @@ import logging
 import os
 import os.path as osp
 
+import torch
+
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrankkd  # noqa: F401  (registers modules, weights-only allow-list)
-from mmrankkd.engine import setup_cpu_distributed
+from mmrankkd.engine import (check_run_config, revert_sync_bn_for_cpu,
+                             setup_cpu_distributed)
 
 
 def parse_args():
@@ -87,11 +90,14 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    check_run_config(cfg)
     setup_cpu_distributed(cfg)  # torchrun on CPU-only machines
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    if not torch.cuda.is_available() and not runner.distributed:
+        runner.model = revert_sync_bn_for_cpu(runner.model)
     runner.train()
 
 

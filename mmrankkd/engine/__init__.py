@@ -1,14 +1,18 @@
-from .cpu_dist import setup_cpu_distributed
+from .config_checks import check_run_config
+from .cpu_dist import (CPUDistributedDataParallel, revert_sync_bn_for_cpu,
+                       setup_cpu_distributed)
 from .export import export_student, student_config, student_state_dict
-from .hooks import DistillLossWeightScheduleHook  # noqa: F401
+from .hooks import DistillLossWeightScheduleHook, ExactResumeHook
 from .loops import DistillTestLoop, DistillValLoop
 from .safe_load import (SAFE_GLOBALS, UnsafeCheckpointError,
                         allow_openmmlab_checkpoint_types,
                         guard_checkpoint_loaders, safe_torch_load)
 
 __all__ = [
-    'DistillTestLoop', 'DistillValLoop', 'SAFE_GLOBALS',
+    'CPUDistributedDataParallel', 'DistillLossWeightScheduleHook',
+    'DistillTestLoop', 'DistillValLoop', 'ExactResumeHook', 'SAFE_GLOBALS',
     'UnsafeCheckpointError', 'allow_openmmlab_checkpoint_types',
-    'guard_checkpoint_loaders', 'safe_torch_load', 'setup_cpu_distributed',
-    'export_student', 'student_config', 'student_state_dict'
+    'check_run_config', 'export_student', 'guard_checkpoint_loaders',
+    'revert_sync_bn_for_cpu', 'safe_torch_load', 'setup_cpu_distributed',
+    'student_config', 'student_state_dict'
 ]

@@ -113,7 +113,10 @@ def load_teacher_checkpoint(teacher: nn.Module, ckpt: str) -> dict:
     unexpected: List[str] = []
     if not shape:
         result = teacher.load_state_dict(state, strict=False)
-        missing, unexpected = result.missing_keys, result.unexpected_keys
+        # Keys the checkpoint has but the model's own load hooks dropped
+        # (SwinV2 re-creates its relative_coords_table) are not missing.
+        missing = [k for k in result.missing_keys if k not in state]
+        unexpected = result.unexpected_keys
     if missing or unexpected or shape:
         lines = [f'Teacher checkpoint "{ckpt}" does not fit model.teacher '
                  f'({type(teacher).__name__}).']

@@ -71,8 +71,12 @@ param_scheduler = [
 train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
 default_hooks = dict(
     logger=dict(interval=10),
-    # Weights only (the demo reports checkpoint sizes), at the last iteration.
-    checkpoint=dict(
-        interval=max_iters, max_keep_ckpts=1, save_optimizer=False))
+    # At the last iteration, with optimizer and scheduler state so --resume
+    # continues the same AdamW moments and learning rate.
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+# Random generator states go into checkpoints too: a resumed run draws the
+# same crops and flips as an uninterrupted one.
+custom_imports = dict(imports=['mmrankkd'], allow_failed_imports=False)
+custom_hooks = [dict(type='mmrankkd.ExactResumeHook')]
 randomness = dict(seed=0)
 env_cfg = dict(cudnn_benchmark=False)
