@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from mmengine.config import Config, ConfigDict
 
+from .checkpoint import strip_student_prefix
 from .safe_load import safe_torch_load
 
 _DROP = ('data_preprocessor.', 'distill_losses.')
@@ -33,11 +34,7 @@ def _plain(obj):
 def student_state_dict(checkpoint: dict) -> dict:
     """The student's weights from a distillation checkpoint (``student.*``
     keys, prefix removed). A plain checkpoint is returned unchanged."""
-    state = checkpoint.get('state_dict', checkpoint)
-    if not any(k.startswith('student.') for k in state):
-        return dict(state)
-    return {k[len('student.'):]: v for k, v in state.items()
-            if k.startswith('student.')}
+    return strip_student_prefix(checkpoint.get('state_dict', checkpoint))
 
 
 def student_config(distill_cfg: Config) -> Config:
