@@ -153,3 +153,20 @@ def test_batch_mixing_with_label_losses_is_refused(loss, refused, tmp_path):
         losses = model.loss(**batch)
         assert torch.isfinite(losses['distill.loss_x'])
         assert 'cls.loss' in losses
+
+
+def test_teacher_autocast_and_channels_last(tmp_path):
+    ckpt, _ = save_teacher(tiny_seg(16), tmp_path / 't.pth')
+    args = dict(student=tiny_seg(8), teacher=tiny_seg(16),
+                teacher_ckpt=ckpt, distill_losses=KD)
+    data = _seg_data()
+    fp32 = _via_distiller(LogitDistiller(**args), data)
+    fast = LogitDistiller(teacher_autocast='bf16', teacher_channels_last=True,
+                          **args)
+    assert fast.teacher.decode_head.conv_seg.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    low = _via_distiller(fast, data)
+    assert low.dtype == torch.float32 and not torch.equal(low, fp32)
+    torch.testing.assert_close(low, fp32, rtol=0.05, atol=0.05)
+    with pytest.raises(ValueError, match='teacher_autocast'):
+        LogitDistiller(teacher_autocast='int8', **args)
