@@ -1,10 +1,14 @@
-"""Each loss against its formula written out independently (float64)."""
+"""Each loss against its formula written out independently (float64), and
+the fused closed-form gradients against autograd through those formulas;
+DIST against a transcription of the authors' code."""
+import pytest
 import torch
 import torch.nn.functional as F
 
 from mmrankkd.models.losses import (BalanceDivergenceLoss, CWDLoss,
                                     DISTLoss, DKDLoss, KDLoss,
                                     PlackettLuceLoss)
+from mmrankkd.registry import MODELS
 
 
 def rand(*shape, seed=0, scale=2.0):
@@ -210,28 +214,177 @@ def test_dkd_stays_finite_when_target_probability_saturates():
 
 
 # ----------------------------------------------------------------- DIST
-def dist_reference(student, teacher, beta, gamma, temperature):
-    """DIST's official code (cosine_similarity of centred vectors)."""
+def official_dist(logits_student, logits_teacher, beta, gamma, tau):
+    """DIST as the authors' code (DIST_KD; mmrazor's DISTLoss is the same)
+    writes it, transcribed: a hand-written cosine of the vectors centred
+    along dim 1 with eps = 1e-8 *added* to the product of the norms (not
+    F.cosine_similarity, which clamps each norm separately); inter over
+    rows, intra over the transposed (class) columns; softmax with tau and
+    a tau^2 factor on both terms."""
 
-    def pearson(a, b):
-        return F.cosine_similarity(a - a.mean(1, keepdim=True),
-                                   b - b.mean(1, keepdim=True), eps=1e-8)
+    def cosine_similarity(a, b, eps=1e-8):
+        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
 
-    p_s = torch.softmax(student / temperature, 1)
-    p_t = torch.softmax(teacher / temperature, 1)
-    inter = 1 - pearson(p_s, p_t).mean()
-    intra = 1 - pearson(p_s.t(), p_t.t()).mean()
-    return temperature**2 * (beta * inter + gamma * intra)
+    def pearson_correlation(a, b, eps=1e-8):
+        return cosine_similarity(a - a.mean(1).unsqueeze(1),
+                                 b - b.mean(1).unsqueeze(1), eps)
+
+    def inter_class_relation(y_s, y_t):
+        return 1 - pearson_correlation(y_s, y_t).mean()
+
+    def intra_class_relation(y_s, y_t):
+        return inter_class_relation(y_s.transpose(0, 1),
+                                    y_t.transpose(0, 1))
+
+    y_s = (logits_student / tau).softmax(dim=1)
+    y_t = (logits_teacher / tau).softmax(dim=1)
+    inter_loss = tau**2 * inter_class_relation(y_s, y_t)
+    intra_loss = tau**2 * intra_class_relation(y_s, y_t)
+    return beta * inter_loss + gamma * intra_loss
 
 
-def test_dist_matches_official_form():
+def _value_and_grad(fn, student):
+    student = student.detach().clone().requires_grad_()
+    value = fn(student)
+    grad, = torch.autograd.grad(value, student)
+    return value.detach(), grad
+
+
+def _assert_rel(actual, expected, rel):
+    """|actual - expected| <= rel * max|expected| (elementwise for
+    gradients: relative to the largest entry, as entries can be ~0)."""
+    scale = expected.abs().max().clamp(min=1e-30)
+    assert (actual - expected).abs().max() <= rel * scale, (
+        (actual - expected).abs().max().item(), scale.item())
+
+
+DIST_CASES = {
+    # (rows, classes), logit scale, T, beta, gamma
+    'cifar': ((8, 10), 2.0, 1.0, 1.0, 1.0),
+    'weighted_T4': ((8, 10), 2.0, 4.0, 2.0, 0.5),
+    # saturated softmax: columns of ~0 probabilities, norms << eps
+    'saturated_32x1000': ((32, 1000), 10.0, 1.0, 1.0, 1.0),
+    # near-uniform probabilities: tiny deviations from 1/C
+    'near_uniform_T4': ((16, 100), 0.3, 4.0, 1.0, 1.0),
+}
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('case', DIST_CASES)
+def test_dist_matches_official_code(case, dtype):
+    shape, scale, tau, beta, gamma = DIST_CASES[case]
+    student = rand(*shape, seed=25, scale=scale).to(dtype)
+    teacher = rand(*shape, seed=26, scale=scale).to(dtype)
+    loss_fn = DISTLoss(beta=beta, gamma=gamma, temperature=tau)
+    ours = _value_and_grad(lambda s: loss_fn(s, teacher), student)
+    official = _value_and_grad(
+        lambda s: official_dist(s, teacher, beta, gamma, tau), student)
+    rel = 1e-6 if dtype == torch.float32 else 1e-10
+    _assert_rel(ours[0], official[0], rel)
+    _assert_rel(ours[1], official[1], rel)
+
+
+def test_dist_official_gradient_at_a_constant_column():
+    """A class column of exactly equal student probabilities (here all
+    rows the same): correlation 0, gradient b'/eps as in the official code;
+    zero_grad_where_constant gives the old zero-gradient form instead."""
+    teacher = rand(6, 5, seed=27)
+    student = rand(1, 5, seed=28).expand(6, 5).contiguous()
+    official = _value_and_grad(
+        lambda s: official_dist(s, teacher, 0., 1., 1.), student)
+    ours = _value_and_grad(
+        lambda s: DISTLoss(beta=0., gamma=1.)(s, teacher), student)
+    _assert_rel(ours[0], official[0], 1e-10)
+    _assert_rel(ours[1], official[1], 1e-10)
+    assert ours[1].abs().max() > 1e5  # ~1/eps
+    safe = _value_and_grad(
+        lambda s: DISTLoss(beta=0., gamma=1., zero_grad_where_constant=True)
+        (s, teacher), student)
+    torch.testing.assert_close(safe[0], ours[0])  # both: rho = 0 per column
+    assert safe[1].abs().max() < 1e-12
+
+
+def test_dist_dense_is_official_over_pixels_and_ignores_rows():
+    """(N, C, H, W): every pixel is a row (DIST_KD's segmentation code);
+    ignored pixels are as if removed."""
+    student, teacher = rand(2, 5, 3, 4, seed=29), rand(2, 5, 3, 4, seed=30)
+
+    def rows(x):
+        return x.permute(0, 2, 3, 1).reshape(-1, 5)
+
+    loss_fn = DISTLoss(beta=1., gamma=2., temperature=2.)
+    ours = _value_and_grad(lambda s: loss_fn(s, teacher), student)
+    official = _value_and_grad(
+        lambda s: official_dist(rows(s), rows(teacher), 1., 2., 2.), student)
+    _assert_rel(ours[0], official[0], 1e-10)
+    _assert_rel(ours[1], official[1], 1e-10)
+    labels = labels_for(24, 5, seed=31).view(2, 3, 4)
+    labels[0, 1] = 255
+    keep = labels.reshape(-1) != 255
+    masked = DISTLoss(beta=1., gamma=2., temperature=2., ignore_index=255)
+    ours = _value_and_grad(lambda s: masked(s, teacher, labels), student)
+    official = _value_and_grad(
+        lambda s: official_dist(rows(s)[keep], rows(teacher)[keep], 1., 2.,
+                                2.), student)
+    _assert_rel(ours[0], official[0], 1e-10)
+    _assert_rel(ours[1], official[1], 1e-10)
+
+
+def test_dist_inter_and_intra_are_separate_terms():
     student, teacher = rand(8, 10, seed=25), rand(8, 10, seed=26)
-    for beta, gamma, temperature in ((1., 1., 1.), (2., 0.5, 4.)):
-        torch.testing.assert_close(
-            DISTLoss(beta=beta, gamma=gamma,
-                     temperature=temperature)(student, teacher),
-            dist_reference(student, teacher, beta, gamma, temperature))
-    # inter and intra really are separate terms.
     inter = DISTLoss(beta=1., gamma=0.)(student, teacher)
     intra = DISTLoss(beta=0., gamma=1.)(student, teacher)
     assert abs(inter.item() - intra.item()) > 1e-3
+    torch.testing.assert_close(
+        DISTLoss(beta=2., gamma=3.)(student, teacher), 2 * inter + 3 * intra)
+
+
+# ------------------------------------------- closed-form gradients
+def _softmax_kl_rows(p_logits, q_logits, temperature, dim=1):
+    p = torch.softmax(p_logits / temperature, dim)
+    return (p * (torch.log_softmax(p_logits / temperature, dim) -
+                 torch.log_softmax(q_logits / temperature, dim))).sum(dim)
+
+
+GRADIENT_CASES = {
+    'KDLoss': (dict(temperature=3.), lambda s, t, y: 9 * _softmax_kl_rows(
+        t, s, 3.).mean()),
+    'BalanceDivergenceLoss': (
+        dict(forward_temperature=2., reverse_temperature=3.,
+             forward_weight=0.7, reverse_weight=1.9),
+        lambda s, t, y: 0.7 * 4 * _softmax_kl_rows(t, s, 2.).mean() +
+        1.9 * 9 * _softmax_kl_rows(s, t, 3.).mean()),
+    'BalanceDivergenceLoss/same_T': (
+        dict(forward_temperature=2., reverse_temperature=2.,
+             forward_weight=0.7, reverse_weight=1.9),
+        lambda s, t, y: 4 * (0.7 * _softmax_kl_rows(t, s, 2.) + 1.9 *
+                             _softmax_kl_rows(s, t, 2.)).mean()),
+    'DKDLoss': (dict(alpha=0.5, beta=2., temperature=2.),
+                lambda s, t, y: dkd_reference(s, t, y, 0.5, 2., 2.)),
+}
+
+
+@pytest.mark.parametrize('name', GRADIENT_CASES)
+def test_fused_gradients_equal_autograd_of_the_formula(name):
+    """The losses compute their gradient in closed form in the forward
+    pass: it equals autograd through the written-out formula."""
+    kwargs, formula = GRADIENT_CASES[name]
+    student, teacher = rand(8, 10, seed=32), rand(8, 10, seed=33)
+    labels = labels_for(8, 10, seed=34)
+    loss_fn = MODELS.build(dict(type='mmrankkd.' + name.split('/')[0],
+                                **kwargs))
+    ours = _value_and_grad(lambda s: loss_fn(s, teacher, labels), student)
+    reference = _value_and_grad(lambda s: formula(s, teacher, labels),
+                                student)
+    torch.testing.assert_close(ours[0], reference[0])
+    torch.testing.assert_close(ours[1], reference[1])
+
+
+def test_cwd_gradient_equals_autograd_of_mmrazor_transcription():
+    student, teacher = rand(2, 4, 3, 5, seed=35), rand(2, 4, 3, 5, seed=36)
+    ours = _value_and_grad(lambda s: CWDLoss(temperature=2.)(s, teacher),
+                           student)
+    reference = _value_and_grad(lambda s: channel_kl(teacher, s, 2.),
+                                student)
+    torch.testing.assert_close(ours[0], reference[0])
+    torch.testing.assert_close(ours[1], reference[1])

@@ -1,19 +1,23 @@
 """Kendall (RKKD), soft-rank Spearman (CMKD) and their memory-bounded
-kernels: limits against scipy, the naive reference, and the memory bound."""
+kernels: limits against scipy, the naive reference, block plans, the memory
+bound, and the agreement metric's Kendall tau on the same kernel."""
 import math
 
 import numpy as np
 import pytest
 import torch
+from loss_profiling import peak_extra_bytes
 from scipy import stats
 
+from mmrankkd.evaluation import kendall_tau
 from mmrankkd.models.losses import CorrelationMatchingLoss, KendallRankLoss
-from mmrankkd.models.losses.pairwise import (hard_rank,
+from mmrankkd.models.losses.pairwise import (DEFAULT_BLOCK_BYTES,
+                                             centred_hard_rank, hard_rank,
                                              naive_pairwise_sign_agreement,
                                              naive_soft_rank,
                                              pairwise_sign_agreement,
-                                             soft_rank, surrogate_sign)
-from mmrankkd.utils.memory import peak_extra_bytes
+                                             plan_blocks, soft_rank,
+                                             surrogate_sign)
 
 
 def separated_rows(num_rows, num_classes, seed=0, gap=1.0):
@@ -135,10 +139,10 @@ def _cmkd_transcription(student, teacher, temperature, rank_eps):
     ps = torch.softmax(student / temperature, 1)
     pt = torch.softmax(teacher / temperature, 1)
 
-    def pearson(a, b):
+    def pearson(a, b):  # the official DIST form: eps added
         a = a - a.mean(1, keepdim=True)
         b = b - b.mean(1, keepdim=True)
-        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
 
     # Teacher ranks 1..C (no ties in these inputs).
     teacher_ranks = teacher.argsort(1).argsort(1).to(student.dtype) + 1
@@ -171,43 +175,160 @@ def test_correlation_matching_matches_transcription_and_nonzero_minimum():
     assert sharp(teacher.clone(), teacher) < 1e-6
 
 
-# Block sizes around the boundaries of 5 rows x 7 x 7 pairs: partial row
-# slices (1, 6, 7, 8), a row slice equal to a row (49), rows per block not
-# dividing 5 (98 -> 2 rows), and everything in one block.
-BLOCKS = [1, 6, 7, 8, 48, 49, 50, 98, 10**6]
+def test_correlation_matching_gradient_matches_transcription():
+    gen = torch.Generator().manual_seed(19)
+    student = torch.randn(5, 9, generator=gen, dtype=torch.float64)
+    teacher = torch.randn(5, 9, generator=gen, dtype=torch.float64)
+    for weighting in ('entropy', 'fixed'):
+        loss_fn = CorrelationMatchingLoss(temperature=1.5, rank_eps=0.7,
+                                          weighting=weighting,
+                                          pearson_weight=0.3,
+                                          spearman_weight=1.2,
+                                          block_bytes=200)
+        s1 = student.clone().requires_grad_()
+        s2 = student.clone().requires_grad_()
+        loss_fn(s1, teacher).backward()
+        if weighting == 'entropy':
+            _cmkd_transcription(s2, teacher, 1.5, 0.7).backward()
+        else:
+            ps = torch.softmax(s2 / 1.5, 1)
+            pt = torch.softmax(teacher / 1.5, 1)
+
+            def pearson(a, b):
+                a = a - a.mean(1, keepdim=True)
+                b = b - b.mean(1, keepdim=True)
+                return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) +
+                                         1e-8)
+
+            ranks = torch.tensor(np.stack(
+                [stats.rankdata(t) for t in teacher.numpy()]))
+            rows = 0.3 * (1 - pearson(ps, pt)) + 1.2 * (
+                1 - pearson(naive_soft_rank(s2, 0.7), ranks))
+            (1.5**2 * rows.mean()).backward()
+        torch.testing.assert_close(s1.grad, s2.grad)
 
 
-@pytest.mark.parametrize('max_elements', BLOCKS)
+# Budgets around the blocks of 5 rows x 7 classes (float64, 2-3 buffers):
+# single-row tiles of one first member (1 byte: the smallest possible),
+# partial tiles, rows per block not dividing 5, everything in one block.
+BUDGETS = [1, 200, 700, 1500, 4000, 10**9]
+
+
+@pytest.mark.parametrize('block_bytes', BUDGETS)
 @pytest.mark.parametrize('surrogate', ['tanh', 'sigmoid', 'erf'])
 @pytest.mark.parametrize('topk', [None, 3])
-def test_blockwise_kendall_kernel_equals_naive(max_elements, surrogate,
-                                               topk):
+@pytest.mark.parametrize('smooth_teacher', [False, True])
+def test_blockwise_kendall_kernel_equals_naive(block_bytes, surrogate, topk,
+                                               smooth_teacher):
     gen = torch.Generator().manual_seed(10)
     student = torch.randn(5, 7, generator=gen,
                           dtype=torch.float64).requires_grad_()
     teacher = torch.randn(5, 7, generator=gen, dtype=torch.float64)
     teacher[0, :2] = 0.3  # a teacher tie: sgn(0) = 0
+    teacher[1, 2:6] = -0.1  # a longer one, across the top-3 boundary
+    teacher[2] = 0.5  # a constant row: no ordered pair at all
     grad_out = torch.randn(5, generator=gen, dtype=torch.float64)
-    first = None if topk is None else teacher.topk(topk, 1).indices
     results = []
     for kernel, extra in ((pairwise_sign_agreement,
-                           dict(max_elements=max_elements)),
+                           dict(block_bytes=block_bytes)),
                           (naive_pairwise_sign_agreement, {})):
-        out = kernel(student, teacher, first, surrogate, 1.7, False, **extra)
+        out = kernel(student, teacher, topk, surrogate, 1.7, smooth_teacher,
+                     **extra)
         grad, = torch.autograd.grad((out * grad_out).sum(), student)
         results.append((out, grad))
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
 
 
-@pytest.mark.parametrize('max_elements', BLOCKS)
-def test_blockwise_soft_rank_equals_naive(max_elements):
+def test_kendall_kernel_float32_at_imagenet_width():
+    """One block vs many, float32, 1000 classes, against float64: A within
+    1e-6 of its range C (C - 1) (tau within 1e-6), gradients close."""
+    gen = torch.Generator().manual_seed(14)
+    student = (torch.randn(3, 1000, generator=gen) * 3).requires_grad_()
+    teacher = torch.randn(3, 1000, generator=gen) * 3
+    naive = naive_pairwise_sign_agreement(student.double(), teacher.double())
+    grad_naive, = torch.autograd.grad(naive.sum(), student)
+    for block_bytes in (DEFAULT_BLOCK_BYTES, 2**20):
+        out = pairwise_sign_agreement(student, teacher,
+                                      block_bytes=block_bytes)
+        grad, = torch.autograd.grad(out.sum(), student)
+        torch.testing.assert_close(out.double(), naive, rtol=0,
+                                   atol=1e-6 * 1000 * 999)
+        torch.testing.assert_close(grad, grad_naive.float(), rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_hard_sign_kernel_is_kendall_tau_a():
+    gen = torch.Generator().manual_seed(15)
+    a = torch.randint(0, 6, (4, 11), generator=gen).double()  # many ties
+    b = torch.randint(0, 6, (4, 11), generator=gen).double()
+    with torch.no_grad():
+        out = pairwise_sign_agreement(a, b, surrogate='sign', block_bytes=1)
+    torch.testing.assert_close(out, naive_pairwise_sign_agreement(
+        a, b, surrogate='sign'))
+    with pytest.raises(ValueError, match='no gradient'):
+        pairwise_sign_agreement(a.requires_grad_(), b, surrogate='sign')
+
+
+def test_agreement_metric_kendall_tau_matches_scipy_with_ties():
+    gen = torch.Generator().manual_seed(16)
+    a = torch.randn(6, 40, generator=gen)
+    b = torch.randn(6, 40, generator=gen)
+    b[0, :10] = 0.  # ties in one, the other or both
+    a[1, :7] = 1.
+    a[2, :5], b[2, :5] = 2., 2.
+    tau = kendall_tau(a, b)
+    for row, (x, y) in enumerate(zip(a.numpy(), b.numpy())):
+        # tau-a: concordant minus discordant over all C (C - 1) / 2 pairs
+        signs = np.sign(x[:, None] - x[None]) * np.sign(y[:, None] - y[None])
+        expected = signs.sum() / (40 * 39)
+        assert abs(tau[row].item() - expected) < 1e-6
+        if row >= 3:  # no ties: tau-a = tau-b
+            assert abs(tau[row].item() - stats.kendalltau(x, y).statistic) \
+                < 1e-6
+
+
+def test_block_plans_cover_every_pair_once():
+    for rows, first, cols, budget in ((5, 7, 7, 1), (5, 7, 7, 700),
+                                      (256, 1000, 1000, DEFAULT_BLOCK_BYTES),
+                                      (65536, 19, 19, DEFAULT_BLOCK_BYTES),
+                                      (3, 4, 30, 500), (64, 100, 100, 10**5)):
+        blocks = plan_blocks(rows, first, cols, 8, budget, rows * cols * 4,
+                             'cpu')
+        covered = np.zeros((rows, first, cols), dtype=int)
+        for r0, r1, a, b in blocks:
+            covered[r0:r1, a:b, a:] += 1
+            assert 0 <= r0 < r1 <= rows and 0 <= a < b <= first
+        # every pair i < j (i among the first members) exactly once
+        upper = np.triu(np.ones((first, cols), dtype=int), 1)
+        assert (covered * upper == upper).all()
+        assert ((covered == 0) | (covered == 1)).all()
+
+
+def test_block_plans_at_imagenet_scale_use_few_blocks_and_half_the_pairs():
+    blocks = plan_blocks(256, 1000, 1000, 8, DEFAULT_BLOCK_BYTES,
+                         256 * 1000 * 4, 'cpu')
+    assert len(blocks) <= 5
+    work = sum((r1 - r0) * (b - a) * (1000 - a) for r0, r1, a, b in blocks)
+    assert work < 0.65 * 256 * 1000 * 1000
+    budget = DEFAULT_BLOCK_BYTES - 12 * 256 * 1000 * 4
+    assert max((r1 - r0) * (b - a) * (1000 - a) * 8
+               for r0, r1, a, b in blocks) <= budget
+
+
+def test_centred_hard_rank_is_hard_rank_minus_mean():
+    x = torch.tensor([[3., 1., 1., 2., 5., 5., 5., 0.]])
+    torch.testing.assert_close(centred_hard_rank(x), hard_rank(x) - 4.5)
+
+
+@pytest.mark.parametrize('block_bytes', BUDGETS)
+def test_blockwise_soft_rank_equals_naive(block_bytes):
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(5, 7, generator=gen, dtype=torch.float64)
     x[1, :3] = 0.2  # ties
     x.requires_grad_()
     grad_out = torch.randn(5, 7, generator=gen, dtype=torch.float64)
-    blockwise = soft_rank(x, 0.4, max_elements)
+    blockwise = soft_rank(x, 0.4, block_bytes)
     naive = naive_soft_rank(x, 0.4)
     torch.testing.assert_close(blockwise, naive)
     g1, = torch.autograd.grad((blockwise * grad_out).sum(), x)
@@ -221,25 +342,30 @@ def test_kernels_gradcheck_across_blocks():
                     requires_grad=True)
     t = torch.randn(3, 5, generator=gen, dtype=torch.float64)
     assert torch.autograd.gradcheck(
-        lambda x: pairwise_sign_agreement(x, t, t.topk(2, 1).indices, 'erf',
-                                          1.3, True, 4), (s, ))
+        lambda x: pairwise_sign_agreement(x, t, 2, 'erf', 1.3, True, 100),
+        (s, ))
     assert torch.autograd.gradcheck(
         lambda x: pairwise_sign_agreement(x, t, None, 'sigmoid', 0.8, False,
-                                          7), (s, ))
-    assert torch.autograd.gradcheck(lambda x: soft_rank(x, 0.7, 6), (s, ))
+                                          150), (s, ))
+    assert torch.autograd.gradcheck(
+        lambda x: pairwise_sign_agreement(x, t, None, 'tanh', 0.8, False, 1),
+        (s, ))
+    assert torch.autograd.gradcheck(lambda x: soft_rank(x, 0.7, 60), (s, ))
 
 
 @pytest.mark.parametrize('shape', [(64, 300), (128, 100), (2, 400)])
+@pytest.mark.parametrize('block_bytes', [DEFAULT_BLOCK_BYTES, 2**20])
 @pytest.mark.parametrize('loss_cls', [KendallRankLoss,
                                       CorrelationMatchingLoss])
-def test_forward_backward_memory_is_bounded(loss_cls, shape):
-    """Peak extra memory of forward + backward <= 16x the logits, while the
-    naive pairwise form needs far more (so the measurement can fail)."""
+def test_forward_backward_memory_is_bounded(loss_cls, block_bytes, shape):
+    """Peak extra memory of forward + backward <= max(16x the logits, the
+    block budget), while the naive pairwise form needs far more (so the
+    measurement can fail)."""
     gen = torch.Generator().manual_seed(13)
     student = torch.randn(shape, generator=gen).requires_grad_()
     teacher = torch.randn(shape, generator=gen)
     logits_bytes = student.numel() * student.element_size()
-    loss_fn = loss_cls()
+    loss_fn = loss_cls(block_bytes=block_bytes)
 
     def bounded():
         loss_fn(student, teacher).backward()
@@ -251,7 +377,22 @@ def test_forward_backward_memory_is_bounded(loss_cls, shape):
             out = naive_soft_rank(student)
         out.sum().backward()
 
+    bounded()  # the first call also reads the value checks
     student.grad = None
-    assert peak_extra_bytes(bounded) <= 16 * logits_bytes
+    assert peak_extra_bytes(bounded) <= max(16 * logits_bytes, block_bytes)
     student.grad = None
     assert peak_extra_bytes(naive) > 100 * logits_bytes
+
+
+@pytest.mark.parametrize('loss_cls', [KendallRankLoss,
+                                      CorrelationMatchingLoss])
+def test_memory_stays_within_a_small_budget_at_imagenet_width(loss_cls):
+    """256 x 1000 logits (1 MB; all pairs: 1 GB per tensor) with a 32 MiB
+    budget: the pairs are split into many blocks, the call stays within
+    it."""
+    gen = torch.Generator().manual_seed(17)
+    student = torch.randn(256, 1000, generator=gen).requires_grad_()
+    teacher = torch.randn(256, 1000, generator=gen)
+    loss_fn = loss_cls(block_bytes=32 * 2**20)
+    peak = peak_extra_bytes(lambda: loss_fn(student, teacher).backward())
+    assert peak <= 32 * 2**20

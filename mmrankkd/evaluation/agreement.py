@@ -4,6 +4,7 @@ from typing import Optional, Sequence
 import torch
 from mmengine.evaluator import BaseMetric
 
+from mmrankkd.models.losses.pairwise import pairwise_sign_agreement
 from mmrankkd.registry import METRICS
 
 
@@ -11,13 +12,15 @@ def kendall_tau(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Kendall's tau-a between matching rows of ``a`` and ``b`` (R, C).
 
     ``tau = 2 / (C (C-1)) * sum_{i<j} sgn(a_i - a_j) sgn(b_i - b_j)``.
-    Returns (R,) values in [-1, 1].
+    Returns (R,) values in [-1, 1]. Computed by the losses' memory-bounded
+    pairwise kernel (pairs i < j of rows sorted by ``b``, blocks within
+    256 MiB), not with (R, C, C) tensors.
     """
     c = a.shape[1]
-    da = torch.sign(a.unsqueeze(2) - a.unsqueeze(1))
-    db = torch.sign(b.unsqueeze(2) - b.unsqueeze(1))
-    # Each unordered pair appears twice in the full C x C sum.
-    return (da * db).sum(dim=(1, 2)) / (c * (c - 1))
+    with torch.no_grad():
+        agreement = pairwise_sign_agreement(a, b, surrogate='sign')
+    # The kernel sums ordered pairs: each unordered pair twice.
+    return agreement / (c * (c - 1))
 
 
 @METRICS.register_module()

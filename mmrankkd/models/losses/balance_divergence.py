@@ -1,12 +1,11 @@
 """BDD: balance divergence distillation (REFERENCE.md section 1)."""
 from typing import Optional
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from mmrankkd.registry import MODELS
-from .utils import (BaseLogitLoss, channel_log_softmax, drop_empty_images,
-                    kl_from_log_probs, spatial_valid_mask, valid_rows)
+from .fused import softmax_kl
+from .utils import BaseLogitLoss, channel_distributions, row_weights
 
 MODES = ('pixel', 'channel')
 
@@ -34,7 +33,8 @@ class BalanceDivergenceLoss(BaseLogitLoss):
       averaged over the N*C channels; ignored pixels are left out of the
       spatial softmax. (N, C) input raises ``ValueError`` in this mode.
 
-    Zero at student == teacher.
+    Zero at student == teacher. Value and gradient come from one fused
+    pass per temperature (:func:`mmrankkd.models.losses.fused.softmax_kl`).
 
     Args:
         forward_temperature (float): T_f. Defaults to 1.0.
@@ -44,7 +44,10 @@ class BalanceDivergenceLoss(BaseLogitLoss):
         mode (str): 'pixel' or 'channel' (dense input only). Defaults to
             'pixel'.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
-        ignore_index (int): Label value left out. Defaults to 255.
+        ignore_index (int, optional): Label value left out. Defaults to None
+            (none).
+        validate (str): See :class:`BaseLogitLoss`. Defaults to 'deferred'.
+        validate_interval (int): Defaults to 100.
     """
 
     def __init__(self,
@@ -54,8 +57,11 @@ class BalanceDivergenceLoss(BaseLogitLoss):
                  reverse_weight: float = 1.0,
                  mode: str = 'pixel',
                  loss_weight: float = 1.0,
-                 ignore_index: int = 255):
-        super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
+                 ignore_index: Optional[int] = None,
+                 validate: str = 'deferred',
+                 validate_interval: int = 100):
+        super().__init__(loss_weight, ignore_index, validate,
+                         validate_interval)
         if mode not in MODES:
             raise ValueError(f'BalanceDivergenceLoss: mode must be one of '
                              f'{MODES}, got {mode!r}.')
@@ -72,40 +78,29 @@ class BalanceDivergenceLoss(BaseLogitLoss):
             "use mode='pixel' for (N, C) classification logits.")
 
     def compute(self, student: Tensor, teacher: Tensor,
-                labels: Optional[Tensor]) -> Tensor:
+                labels: Optional[Tensor],
+                valid: Optional[Tensor]) -> Tensor:
         if self.mode == 'channel':
-            student, teacher, valid = drop_empty_images(
-                student, teacher,
-                spatial_valid_mask(labels, self.ignore_index))
-
-            def log_probs(logits, temperature):
-                return channel_log_softmax(logits, temperature, valid)
-
+            student, teacher, mask, weights = channel_distributions(
+                student, teacher, valid)
             dim = -1
         else:
-            student, teacher, _ = valid_rows(student, teacher, labels,
-                                             self.ignore_index)
-            valid = None
-
-            def log_probs(logits, temperature):
-                return F.log_softmax(logits / temperature, dim=1)
-
-            dim = 1
+            mask, weights, dim = None, row_weights(student, valid), 1
+        forward_weight, reverse_weight = (self.forward_weight,
+                                          self.reverse_weight)
+        if not (forward_weight or reverse_weight):
+            return student.sum() * 0.
+        if forward_weight and reverse_weight and \
+                self.forward_temperature == self.reverse_temperature:
+            return softmax_kl(student, teacher, self.forward_temperature,
+                              dim, weights, forward_weight, reverse_weight,
+                              mask)
         loss = 0.
-        if self.forward_weight:
-            temperature = self.forward_temperature
-            forward_kl = kl_from_log_probs(
-                log_probs(teacher, temperature),
-                log_probs(student, temperature), dim, valid)
-            loss = loss + self.forward_weight * temperature**2 * \
-                forward_kl.mean()
-        if self.reverse_weight:
-            temperature = self.reverse_temperature
-            reverse_kl = kl_from_log_probs(
-                log_probs(student, temperature),
-                log_probs(teacher, temperature), dim, valid)
-            loss = loss + self.reverse_weight * temperature**2 * \
-                reverse_kl.mean()
-        if not isinstance(loss, Tensor):  # both weights zero
-            loss = student.sum() * 0.
+        if forward_weight:
+            loss = softmax_kl(student, teacher, self.forward_temperature,
+                              dim, weights, forward_weight, 0., mask)
+        if reverse_weight:
+            loss = loss + softmax_kl(student, teacher,
+                                     self.reverse_temperature, dim, weights,
+                                     0., reverse_weight, mask)
         return loss

@@ -1,14 +1,12 @@
 """CMKD: correlation matching KD (REFERENCE.md section 3)."""
-import math
 from typing import Optional
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mmrankkd.registry import MODELS
-from .pairwise import hard_rank, soft_rank
-from .utils import BaseLogitLoss, pearson_correlation, valid_rows
+from .fused import correlation_matching
+from .pairwise import DEFAULT_BLOCK_BYTES
+from .utils import BaseLogitLoss, logits_to_rows, row_weights
 
 WEIGHTINGS = ('entropy', 'fixed')
 
@@ -29,7 +27,9 @@ class CorrelationMatchingLoss(BaseLogitLoss):
         \quad (\text{weighting='entropy'})
 
     or :math:`L = T^2\, \mathrm{mean}_{rows}[w_P L_P + w_S L_S]`
-    (``weighting='fixed'``). :math:`\rho` is the Pearson correlation,
+    (``weighting='fixed'``). :math:`\rho` is the Pearson correlation in the
+    official DIST form :math:`a' \cdot b' / (|a'|\,|b'| + 10^{-8})` (see
+    :func:`~mmrankkd.models.losses.utils.pearson_correlation`),
     :math:`\mathrm{softrank}(s)_i = 1 + \sum_{j \ne i}
     \sigma((s_i - s_j)/\epsilon)` on raw student logits, and rank(t) the
     teacher's hard ranks (ties averaged, no gradient).
@@ -37,8 +37,9 @@ class CorrelationMatchingLoss(BaseLogitLoss):
     Confirmed by the paper: Pearson term + Spearman term with per-sample
     weights by difficulty, a differentiable ranking for Spearman. Ours: the
     difficulty measure (teacher normalised entropy, no gradient), the
-    weighting formula, and the sigmoid soft rank. The soft-rank term runs in
-    memory-bounded blocks (see :mod:`mmrankkd.models.losses.pairwise`).
+    weighting formula, and the sigmoid soft rank. The soft-rank term runs
+    over the pairs i < j in blocks within ``block_bytes`` (see
+    :mod:`mmrankkd.models.losses.pairwise`); ignored rows weigh 0.
 
     Non-zero minimum: at student == teacher, L_P = 0 but soft ranks are not
     hard ranks, so L = T^2 mean[h (1 - rho(softrank(t), rank(t)))] ('entropy')
@@ -53,10 +54,16 @@ class CorrelationMatchingLoss(BaseLogitLoss):
         weighting (str): 'entropy' or 'fixed'. Defaults to 'entropy'.
         pearson_weight (float): w_P for 'fixed'. Defaults to 1.0.
         spearman_weight (float): w_S for 'fixed'. Defaults to 1.0.
-        max_pairwise_elements (int, optional): Pair elements per block of the
-            soft-rank kernel. Defaults to None (2x the logits).
+        block_bytes (int): Byte budget of the soft rank's pairwise
+            temporaries of one call. Defaults to 256 MiB.
+        zero_grad_where_constant (bool): Pearson terms not in the official
+            DIST form: 0 with zero gradient where a centred vector is
+            constant (see :class:`DISTLoss`). Defaults to False.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
-        ignore_index (int): Label value left out. Defaults to 255.
+        ignore_index (int, optional): Label value left out. Defaults to None
+            (none).
+        validate (str): See :class:`BaseLogitLoss`. Defaults to 'deferred'.
+        validate_interval (int): Defaults to 100.
     """
 
     def __init__(self,
@@ -65,10 +72,14 @@ class CorrelationMatchingLoss(BaseLogitLoss):
                  weighting: str = 'entropy',
                  pearson_weight: float = 1.0,
                  spearman_weight: float = 1.0,
-                 max_pairwise_elements: Optional[int] = None,
+                 block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 zero_grad_where_constant: bool = False,
                  loss_weight: float = 1.0,
-                 ignore_index: int = 255):
-        super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
+                 ignore_index: Optional[int] = None,
+                 validate: str = 'deferred',
+                 validate_interval: int = 100):
+        super().__init__(loss_weight, ignore_index, validate,
+                         validate_interval)
         if weighting not in WEIGHTINGS:
             raise ValueError(f'CorrelationMatchingLoss: weighting must be one '
                              f'of {WEIGHTINGS}, got {weighting!r}.')
@@ -77,27 +88,18 @@ class CorrelationMatchingLoss(BaseLogitLoss):
         self.weighting = weighting
         self.pearson_weight = float(pearson_weight)
         self.spearman_weight = float(spearman_weight)
-        self.max_pairwise_elements = max_pairwise_elements
+        self.block_bytes = int(self.positive('block_bytes', block_bytes))
+        self.zero_grad_where_constant = bool(zero_grad_where_constant)
 
     def compute(self, student: Tensor, teacher: Tensor,
-                labels: Optional[Tensor]) -> Tensor:
-        student, teacher, _ = valid_rows(student, teacher, labels,
-                                         self.ignore_index)
-        temperature = self.temperature
-        p_student = F.softmax(student / temperature, dim=1)
-        log_p_teacher = F.log_softmax(teacher / temperature, dim=1)
-        p_teacher = log_p_teacher.exp()
-        pearson_loss = 1 - pearson_correlation(p_student, p_teacher)
-        student_ranks = soft_rank(student, self.rank_eps,
-                                  self.max_pairwise_elements)
-        spearman_loss = 1 - pearson_correlation(student_ranks,
-                                                hard_rank(teacher))
-        if self.weighting == 'entropy':
-            entropy = -(p_teacher * log_p_teacher).sum(1)
-            spearman_share = (entropy / math.log(student.size(1))).clamp(0, 1)
-            loss = (1 - spearman_share) * pearson_loss + \
-                spearman_share * spearman_loss
-        else:
-            loss = self.pearson_weight * pearson_loss + \
-                self.spearman_weight * spearman_loss
-        return temperature**2 * loss.mean()
+                labels: Optional[Tensor],
+                valid: Optional[Tensor]) -> Tensor:
+        student, teacher = logits_to_rows(student), logits_to_rows(teacher)
+        weights = row_weights(student, valid, flat=True)
+        return correlation_matching(student, teacher, self.temperature,
+                                    self.rank_eps, self.weighting,
+                                    self.pearson_weight,
+                                    self.spearman_weight, weights,
+                                    self.block_bytes,
+                                    zero_grad_where_constant=self.
+                                    zero_grad_where_constant)

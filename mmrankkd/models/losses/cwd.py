@@ -4,8 +4,8 @@ from typing import Optional
 from torch import Tensor
 
 from mmrankkd.registry import MODELS
-from .utils import (BaseLogitLoss, channel_log_softmax, drop_empty_images,
-                    kl_from_log_probs, spatial_valid_mask)
+from .fused import softmax_kl
+from .utils import BaseLogitLoss, channel_distributions
 
 
 @MODELS.register_module()
@@ -22,9 +22,9 @@ class CWDLoss(BaseLogitLoss):
             \phi(s_{n,c})\big)
 
     i.e. summed over positions, averaged over the N*C channels (not a
-    per-pixel mean). With labels, ignored pixels are left out of every
-    channel's distribution, and images whose pixels are all ignored are left
-    out of N. Zero at student == teacher.
+    per-pixel mean). With labels and ``ignore_index``, ignored pixels are
+    left out of every channel's distribution, and images whose pixels are
+    all ignored are left out of N. Zero at student == teacher.
 
     Only dense (N, C, H, W) logits have channels over space: (N, C) input
     raises ``ValueError`` (use :class:`KDLoss` or :class:`DISTLoss`).
@@ -33,7 +33,10 @@ class CWDLoss(BaseLogitLoss):
         temperature (float): T. Defaults to 1.0 (mmrazor's PSPNet setting,
             used there with loss_weight=5).
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
-        ignore_index (int): Label value left out. Defaults to 255.
+        ignore_index (int, optional): Label value left out. Defaults to None
+            (none).
+        validate (str): See :class:`BaseLogitLoss`. Defaults to 'deferred'.
+        validate_interval (int): Defaults to 100.
     """
 
     dense_only = True
@@ -44,15 +47,17 @@ class CWDLoss(BaseLogitLoss):
     def __init__(self,
                  temperature: float = 1.0,
                  loss_weight: float = 1.0,
-                 ignore_index: int = 255):
-        super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
+                 ignore_index: Optional[int] = None,
+                 validate: str = 'deferred',
+                 validate_interval: int = 100):
+        super().__init__(loss_weight, ignore_index, validate,
+                         validate_interval)
         self.temperature = self.positive('temperature', temperature)
 
     def compute(self, student: Tensor, teacher: Tensor,
-                labels: Optional[Tensor]) -> Tensor:
-        student, teacher, valid = drop_empty_images(
-            student, teacher, spatial_valid_mask(labels, self.ignore_index))
-        log_p_student = channel_log_softmax(student, self.temperature, valid)
-        log_p_teacher = channel_log_softmax(teacher, self.temperature, valid)
-        kl = kl_from_log_probs(log_p_teacher, log_p_student, -1, valid)
-        return self.temperature**2 * kl.mean()
+                labels: Optional[Tensor],
+                valid: Optional[Tensor]) -> Tensor:
+        student, teacher, mask, weights = channel_distributions(
+            student, teacher, valid)
+        return softmax_kl(student, teacher, self.temperature, -1, weights,
+                          mask=mask)

@@ -1,11 +1,11 @@
 """Hinton knowledge distillation (baseline; REFERENCE.md "Baselines": KD)."""
 from typing import Optional
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from mmrankkd.registry import MODELS
-from .utils import BaseLogitLoss, kl_from_log_probs, valid_rows
+from .fused import softmax_kl
+from .utils import BaseLogitLoss, row_weights
 
 
 @MODELS.register_module()
@@ -20,27 +20,33 @@ class KDLoss(BaseLogitLoss):
 
     A row is a sample of (N, C) logits or a pixel of (N, C, H, W) logits;
     pixels labelled ``ignore_index`` are left out of the mean. Zero when the
-    student equals the teacher.
+    student equals the teacher. Value and gradient ``T (p_s - p_t) / rows``
+    come from one fused pass (:mod:`mmrankkd.models.losses.fused`).
 
     Args:
         temperature (float): T. Defaults to 1.0.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
-        ignore_index (int): Label value left out. Defaults to 255.
+        ignore_index (int, optional): Label value left out. Defaults to None
+            (none).
+        validate (str): When value checks read the device ('deferred',
+            'always', 'off'; see :class:`BaseLogitLoss`). Defaults to
+            'deferred'.
+        validate_interval (int): Calls between deferred reads. Defaults to
+            100.
     """
 
     def __init__(self,
                  temperature: float = 1.0,
                  loss_weight: float = 1.0,
-                 ignore_index: int = 255):
-        super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
+                 ignore_index: Optional[int] = None,
+                 validate: str = 'deferred',
+                 validate_interval: int = 100):
+        super().__init__(loss_weight, ignore_index, validate,
+                         validate_interval)
         self.temperature = self.positive('temperature', temperature)
 
     def compute(self, student: Tensor, teacher: Tensor,
-                labels: Optional[Tensor]) -> Tensor:
-        student, teacher, _ = valid_rows(student, teacher, labels,
-                                         self.ignore_index)
-        temperature = self.temperature
-        log_p_student = F.log_softmax(student / temperature, dim=1)
-        log_p_teacher = F.log_softmax(teacher / temperature, dim=1)
-        kl = kl_from_log_probs(log_p_teacher, log_p_student, dim=1)
-        return temperature**2 * kl.mean()
+                labels: Optional[Tensor],
+                valid: Optional[Tensor]) -> Tensor:
+        return softmax_kl(student, teacher, self.temperature, 1,
+                          row_weights(student, valid))

@@ -4,8 +4,9 @@ from typing import Optional
 from torch import Tensor
 
 from mmrankkd.registry import MODELS
-from .pairwise import SURROGATES, pairwise_sign_agreement
-from .utils import BaseLogitLoss, valid_rows
+from .pairwise import (DEFAULT_BLOCK_BYTES, SURROGATES,
+                       pairwise_sign_agreement)
+from .utils import BaseLogitLoss, logits_to_rows, weighted_mean
 
 
 @MODELS.register_module()
@@ -36,21 +37,28 @@ class KendallRankLoss(BaseLogitLoss):
     (0 only in the limit of infinitely separated logits).
 
     Usable alone or beside any other loss (the paper adds it to KD, DKD...).
-    The O(C^2) pairwise work runs in memory-bounded blocks with the gradient
-    recomputed in backward (see :mod:`mmrankkd.models.losses.pairwise`).
+    The O(C^2) pairwise work runs over the pairs i < j of rows sorted by
+    the teacher, in blocks within ``block_bytes``, with the gradient from
+    the same pass (see :mod:`mmrankkd.models.losses.pairwise`). Rows of
+    ignored pixels are weighted 0 (their pairs are still computed: no
+    device sync to select them).
 
     Args:
         surrogate (str): 'tanh', 'sigmoid' or 'erf'. Defaults to 'tanh'.
         steepness (float): k. Defaults to 1.0 (the paper's ablation favoured
             about 100 on its setting; set it in the config).
         topk (int, optional): Only pairs whose first member is among the
-            teacher's top-k classes. Defaults to None (all pairs).
+            teacher's top-k classes (ties at the k-th place go to the lower
+            class index). Defaults to None (all pairs).
         smooth_teacher (bool): Use g(k(t_i - t_j)) instead of sgn for the
             teacher. Defaults to False.
-        max_pairwise_elements (int, optional): Pair elements per block of
-            the memory-bounded kernel. Defaults to None (2x the logits).
+        block_bytes (int): Byte budget of the pairwise temporaries of one
+            call (whatever the batch size). Defaults to 256 MiB.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
-        ignore_index (int): Label value left out. Defaults to 255.
+        ignore_index (int, optional): Label value left out. Defaults to None
+            (none).
+        validate (str): See :class:`BaseLogitLoss`. Defaults to 'deferred'.
+        validate_interval (int): Defaults to 100.
     """
 
     def __init__(self,
@@ -58,10 +66,13 @@ class KendallRankLoss(BaseLogitLoss):
                  steepness: float = 1.0,
                  topk: Optional[int] = None,
                  smooth_teacher: bool = False,
-                 max_pairwise_elements: Optional[int] = None,
+                 block_bytes: int = DEFAULT_BLOCK_BYTES,
                  loss_weight: float = 1.0,
-                 ignore_index: int = 255):
-        super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
+                 ignore_index: Optional[int] = None,
+                 validate: str = 'deferred',
+                 validate_interval: int = 100):
+        super().__init__(loss_weight, ignore_index, validate,
+                         validate_interval)
         if surrogate not in SURROGATES:
             raise ValueError(f'KendallRankLoss: surrogate must be one of '
                              f'{SURROGATES}, got {surrogate!r}.')
@@ -72,25 +83,26 @@ class KendallRankLoss(BaseLogitLoss):
         self.steepness = self.positive('steepness', steepness)
         self.topk = topk
         self.smooth_teacher = bool(smooth_teacher)
-        self.max_pairwise_elements = max_pairwise_elements
+        self.block_bytes = int(self.positive('block_bytes', block_bytes))
 
     def compute(self, student: Tensor, teacher: Tensor,
-                labels: Optional[Tensor]) -> Tensor:
-        student, teacher, _ = valid_rows(student, teacher, labels,
-                                         self.ignore_index)
+                labels: Optional[Tensor],
+                valid: Optional[Tensor]) -> Tensor:
+        student, teacher = logits_to_rows(student), logits_to_rows(teacher)
         num_classes = student.size(1)
-        if self.topk is None or self.topk >= num_classes:
-            first, num_first = None, num_classes
-        else:
-            first = teacher.topk(self.topk, dim=1).indices
-            num_first = self.topk
+        num_first = num_classes if self.topk is None else min(
+            self.topk, num_classes)
         agreement = pairwise_sign_agreement(
             student,
             teacher,
-            first,
+            num_first,
             surrogate=self.surrogate,
             steepness=self.steepness,
             smooth_teacher=self.smooth_teacher,
-            max_elements=self.max_pairwise_elements)
-        tau = agreement / (num_first * (num_classes - 1))
-        return (1 - tau).mean()
+            block_bytes=self.block_bytes)
+        # mean(1 - tau) = 1 - mean(A) / (K (C - 1))
+        norm = 1.0 / (num_first * (num_classes - 1))
+        if valid is None:
+            return 1 - agreement.mean() * norm
+        valid = valid.reshape(-1)
+        return weighted_mean(1 - agreement * norm, valid)

@@ -4,50 +4,173 @@ Kendall's tau (RKKD) and the sigmoid soft rank (CMKD's Spearman term) compare
 every pair of classes of a row. Written naively, a (R, C, C) tensor is built
 and autograd keeps several of them: 256 x 1000 logits give ~1 GB per tensor.
 
-The kernels here are ``torch.autograd.Function`` s that walk the pairs in
-blocks of at most ``max_elements`` pair elements (whole rows when they fit,
-otherwise slices of one row), reduce each block immediately, save only the
-(R, C) inputs, and recompute the pairwise terms in backward with the
-closed-form derivative of the surrogate. Peak extra memory is then about
-2 blocks plus a few (R, C) tensors, whatever C is.
+The kernels here are ``torch.autograd.Function`` s that
+
+* use that both factors of every pair term are odd (g(-x) = -g(x)): only
+  the pairs i < j are computed, in "tiles" (first members [a, b), second
+  members [a, C)), so about half the pairs instead of all;
+* walk those tiles in blocks whose temporaries fit a byte budget
+  (``block_bytes``, default 256 MiB, whatever the batch size), with as few
+  blocks as the budget allows: the cost of a block is a fixed number of
+  operator launches (about 15), so the number of launches stays bounded
+  (< 100 per call at ImageNet scale) instead of growing with the batch;
+* reuse two preallocated block buffers (fresh CPU allocations of this size
+  would page-fault on every block) and reduce every block at once;
+* Kendall: sort each row by the teacher once, so that sgn(t_i - t_j) for
+  i < j is the 0/1 mask [t_i > t_j] (0 only for teacher ties), and compute
+  the gradient in the same pass as the value (it only depends on the
+  per-row upstream gradient), so backward is one multiplication. tanh is
+  evaluated as 2 sigmoid(2x) - 1 (sigmoid is several times cheaper on CPU).
+* soft rank: forward and backward each make one pass over the pairs.
+
+Peak extra memory is the block budget (or, when the whole problem is
+smaller, the pairs themselves) plus about a dozen (R, C) tensors.
 
 ``naive_*`` functions are plain-autograd references over the full pairwise
 tensor; tests and ``tools/benchmark_losses.py`` compare against them.
 """
+import functools
 import math
-from typing import Iterator, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 SURROGATES = ('tanh', 'sigmoid', 'erf')
+#: Default byte budget of the pairwise temporaries of one kernel call.
+DEFAULT_BLOCK_BYTES = 256 * 2**20
+#: (R, C) tensors (in units of the logits' size) a kernel call keeps besides
+#: its blocks; reserved from the budget so the whole call stays within it.
+_RESERVED_ROWS = 12
+#: Preferred most blocks per pass (more only when the budget requires it):
+#: a block costs about 15 operator launches.
+_KENDALL_BLOCKS = 5
+_SOFT_RANK_BLOCKS = 2
+#: Cost of one block's fixed overhead, in pair elements (plan tuning).
+_BLOCK_COST = {'cuda': 4e6}
+_DEFAULT_BLOCK_COST = 2e4
+
+Block = Tuple[int, int, int, int]
 
 
-def default_max_elements(num_rows: int, num_classes: int) -> int:
-    """Pair elements per block: 2x the (R, C) rows.
+def _tiles(num_first: int, num_cols: int, num_tiles: int) -> List[int]:
+    """Tile bounds 0 = a_0 < ... < a_T = num_first minimising the largest
+    tile work (b - a) * (num_cols - a) (the pairs of first members [a, b)
+    with second members [a, num_cols))."""
 
-    Forward and backward each keep about two blocks alive at once, so the
-    pairwise work adds about 4x the logits' size; with the few (R, C)
-    tensors around it one forward + backward stays within ~12x. A block is
-    never smaller than one slice of C pairs (see :func:`_blocks`).
+    def greedy(limit):
+        bounds = [0]
+        while bounds[-1] < num_first:
+            a = bounds[-1]
+            bounds.append(min(num_first, a + max(1, limit // (num_cols - a))))
+        return bounds
+
+    low, high = num_cols, num_first * num_cols
+    while low < high:  # smallest limit that needs at most num_tiles tiles
+        mid = (low + high) // 2
+        if len(greedy(mid)) - 1 <= num_tiles:
+            high = mid
+        else:
+            low = mid + 1
+    return greedy(low)
+
+
+@functools.lru_cache(maxsize=256)
+def plan_blocks(num_rows: int,
+                num_first: int,
+                num_cols: int,
+                pair_bytes: int,
+                block_bytes: int,
+                logits_bytes: int,
+                device_type: str,
+                max_blocks: int = 5) -> Tuple[Block, ...]:
+    """Blocks ``(row_start, row_stop, a, b)``: rows [row_start, row_stop),
+    first members [a, b), second members [a, num_cols); they cover every
+    pair i < j (i < num_first) once, in tile-major, row-minor order.
+
+    The pairs of one block take at most ``block_bytes`` minus room for
+    ``_RESERVED_ROWS`` (R, C) tensors (never less than 4 logits' worth, and
+    never less than one row's slice). Among tilings of at most
+    ``max_blocks`` blocks that fit, the one with the least work plus
+    per-block overhead wins; if none fits, the one with the fewest blocks.
     """
-    return 2 * num_rows * num_classes
+    budget = max(block_bytes - _RESERVED_ROWS * logits_bytes,
+                 4 * logits_bytes)
+    max_pairs = max(budget // pair_bytes, num_cols)
+    block_cost = _BLOCK_COST.get(device_type, _DEFAULT_BLOCK_COST)
+    candidates = []
+    for num_tiles in range(1, min(num_first, 32) + 1):
+        bounds = _tiles(num_first, num_cols, num_tiles)
+        works = [(b - a) * (num_cols - a) for a, b in zip(bounds, bounds[1:])]
+        rows = max_pairs // max(works)
+        if rows == 0:
+            continue
+        row_blocks = -(-num_rows // rows)
+        step = -(-num_rows // row_blocks)
+        blocks = tuple((r, min(r + step, num_rows), a, b)
+                       for a, b in zip(bounds, bounds[1:])
+                       for r in range(0, num_rows, step))
+        cost = num_rows * sum(works) + block_cost * len(blocks)
+        too_many = len(blocks) > max_blocks
+        candidates.append((too_many, len(blocks) if too_many else 0, cost,
+                           blocks))
+        if len(blocks) > 4 * max_blocks:
+            break
+    if candidates:
+        return min(candidates, key=lambda c: c[:3])[3]
+    # Even one row of the smallest tile exceeds the budget (huge C):
+    # single-row blocks of tiles of at most max_pairs pairs.
+    bounds = [0]
+    while bounds[-1] < num_first:
+        a = bounds[-1]
+        bounds.append(min(num_first, a + max(1, max_pairs // (num_cols - a))))
+    return tuple((r, r + 1, a, b) for a, b in zip(bounds, bounds[1:])
+                 for r in range(num_rows))
 
 
-def _blocks(num_rows: int, num_first: int, num_all: int,
-            max_elements: int) -> Iterator[Tuple[slice, slice]]:
-    """(row slice, first-member slice) blocks of at most ``max_elements``
-    pair elements (a block holds rows x first members x ``num_all``)."""
-    per_row = num_first * num_all
-    if per_row <= max_elements:
-        step = max(1, max_elements // per_row)
-        for start in range(0, num_rows, step):
-            yield slice(start, start + step), slice(None)
+def _narrow(x: Tensor, dim: int, start: int, stop: int) -> Tensor:
+    if start == 0 and stop == x.size(dim):
+        return x
+    return x.narrow(dim, start, stop - start)
+
+
+def _buffer(storage: Tensor, shape) -> Tensor:
+    """A view of ``shape`` on the preallocated ``storage`` (no copy)."""
+    return storage.resize_(shape)
+
+
+def _join(blocks: Tuple[Block, ...], parts: List[Tensor]) -> Tensor:
+    """Assemble per-block (rows, first members) results into (R, K)."""
+    tiles, current, key = [], [], None
+    for block, part in zip(blocks, parts):
+        if block[2:] != key and current:
+            tiles.append(torch.cat(current) if len(current) > 1 else
+                         current[0])
+            current = []
+        key = block[2:]
+        current.append(part)
+    tiles.append(torch.cat(current) if len(current) > 1 else current[0])
+    return torch.cat(tiles, 1) if len(tiles) > 1 else tiles[0]
+
+
+def _column_sums(blocks, parts, shape, like: Tensor, dim: int = 1):
+    """Sum per-block (rows, second members [a, C)) results (second members
+    along ``dim``) into (start, total): ``total`` holds the sums of the
+    second members [start, C) (the first part itself when it spans all
+    rows and the widest range, else a zero tensor)."""
+    first_rows = blocks[0][1] - blocks[0][0]
+    start = min(block[2] for block in blocks)
+    if blocks[0][2] == start and first_rows == shape[0]:
+        total, rest = parts[0], zip(blocks[1:], parts[1:])
     else:
-        step = max(1, max_elements // num_all)
-        for row in range(num_rows):
-            for start in range(0, num_first, step):
-                yield slice(row, row + 1), slice(start, start + step)
+        total = like.new_zeros(shape[:dim] + (shape[dim] - start, ) +
+                               shape[dim + 1:])
+        rest = zip(blocks, parts)
+    for (r0, r1, a, _), part in rest:
+        _narrow(_narrow(total, 0, r0, r1), dim, a - start,
+                total.size(dim)).add_(part)
+    return start, total
 
 
 def surrogate_sign(x: Tensor, surrogate: str) -> Tensor:
@@ -63,166 +186,269 @@ def surrogate_sign(x: Tensor, surrogate: str) -> Tensor:
 
 
 def _surrogate_sign_(x: Tensor, surrogate: str) -> Tensor:
-    """In-place :func:`surrogate_sign` (overwrites ``x``). For 'sigmoid'
-    this leaves sigmoid(x), not 2*sigmoid(x) - 1: callers fold the affine
-    map into their reductions (see :func:`_agreement_block`)."""
+    """In-place :func:`surrogate_sign`."""
     if surrogate == 'tanh':
         return x.tanh_()
     if surrogate == 'sigmoid':
-        return x.sigmoid_()
+        return x.sigmoid_().mul_(2).sub_(1)
     return x.erf_()
 
 
-def _teacher_sign(t_first: Tensor, t_all: Tensor, steepness: float,
-                  surrogate: str, smooth_teacher: bool) -> Tensor:
-    """sgn(t_i - t_j) (or g(k (t_i - t_j))) of one block."""
-    diff = t_first.unsqueeze(2) - t_all.unsqueeze(1)
-    if smooth_teacher:
-        return surrogate_sign(diff.mul_(steepness), surrogate)
-    return diff.sign_()
-
-
-def _row_dot(a: Tensor, b: Tensor) -> Tensor:
-    """sum over all but the first dim of a * b, without an a * b tensor."""
-    rows = a.size(0)
-    return torch.bmm(a.reshape(rows, 1, -1), b.reshape(rows, -1,
-                                                       1)).view(rows)
-
-
 class _PairwiseSignAgreement(torch.autograd.Function):
-    """sum_{i in F, j} g(a_i - a_j) * w_ij per row, blockwise, where a is the
-    student pre-scaled by k and w the teacher factor.
+    """A_r = sum_{i < K} sum_{j != i} g(k (s_i - s_j)) w(t_i, t_j) per row,
+    on rows sorted by the teacher (first members: the teacher's top K).
 
-    Every block costs a few passes over its memory: forward builds the
-    differences, applies g in place, builds w, and reduces g * w with a
-    batched dot product; backward rebuilds the differences and w and writes
-    g'(x) * w over the differences in one fused pass (tanh_backward /
-    sigmoid_backward).
+    In sorted order (descending teacher), for i < j the teacher factor is
+    w_ij = [t_i > t_j] (hard sign) or g(k max(t_i - t_j, 0)) (smooth), and
+    both factors are odd, so
+
+        A = sum_{i < K, j > i} c_j g(u_ij) w_ij,  c_j = 2 (j < K), 1 (j >= K)
+
+    (pairs inside the top K appear twice in A, once in the sum). With
+    g(u) = 2 sigmoid(u) - 1 (tanh: u = 2 k (s_i - s_j); sigmoid: u = k (...))
+    and a 0/1 w, A = 2 sum c w sigmoid(u) - sum c w, and the gradient's
+    pair terms are w sigmoid (1 - sigmoid) = v - v^2 with v = w sigmoid(u),
+    one in-place pass. 'erf' and the smooth teacher take a general path;
+    'sign' (hard student sign, no gradient) serves the agreement metric.
     """
 
     @staticmethod
-    def forward(ctx, student, teacher, first, surrogate, steepness,
-                smooth_teacher, max_elements):
-        ctx.save_for_backward(student, teacher, first)
-        ctx.options = (surrogate, steepness, smooth_teacher, max_elements)
-        student_first, teacher_first = _first_members(student, teacher, first)
-        out = student.new_zeros(student.size(0))
-        for rows, firsts in _blocks(student.size(0), student_first.size(1),
-                                    student.size(1), max_elements):
-            diff = student_first[rows, firsts].unsqueeze(2) - \
-                student[rows].unsqueeze(1)
-            student_sign = _surrogate_sign_(diff, surrogate)
-            teacher_sign = _teacher_sign(teacher_first[rows, firsts],
-                                         teacher[rows], steepness, surrogate,
-                                         smooth_teacher)
-            block = _row_dot(student_sign, teacher_sign)
-            if surrogate == 'sigmoid':  # sum (2 sigmoid - 1) * w
-                block = 2 * block - teacher_sign.sum((1, 2))
-            out[rows] += block
-        return out
+    def forward(ctx, student, teacher, num_first, surrogate, steepness,
+                smooth_teacher, block_bytes, need_grad):
+        num_rows, num_cols = student.shape
+        teacher_sorted, order = teacher.sort(dim=1, descending=True,
+                                             stable=True)
+        sigmoid_family = surrogate in ('tanh', 'sigmoid')
+        scale = 2 * steepness if surrogate == 'tanh' else steepness
+        if surrogate == 'sign':
+            scale = 1.0
+        x = student.gather(1, order)
+        if scale != 1.0:
+            x = x.mul_(scale)
+        fast = sigmoid_family and not smooth_teacher
+        buffers = 2 if (fast or surrogate == 'sign') else 3
+        elem = student.element_size()
+        blocks = plan_blocks(num_rows, num_first, num_cols, buffers * elem,
+                             int(block_bytes), num_rows * num_cols * elem,
+                             student.device.type, _KENDALL_BLOCKS)
+        topk = num_first < num_cols
+        if topk:  # c_j: 2 inside the top K, 1 outside
+            weights = torch.ones(num_cols, dtype=x.dtype, device=x.device)
+            weights[:num_first] = 2
+        x_first = _tile_views(x.unsqueeze(2), blocks, 1)
+        x_second = x.unsqueeze(1)
+        t_first = _tile_views(teacher_sorted.unsqueeze(2), blocks, 1)
+        t_second = teacher_sorted.unsqueeze(1)
+        largest = max((r1 - r0) * (b - a) * (num_cols - a)
+                      for r0, r1, a, b in blocks)
+        storage = [x.new_empty(largest) for _ in range(buffers)]
+        values, mask_sums, row_parts, col_parts = [], [], [], []
+
+        def weighted_rows(p, block):
+            # sum_j c_j p_ij over the block's second members
+            if not topk:
+                return p.sum(2)
+            return torch.matmul(p, _narrow(weights, 0, block[2], num_cols))
+
+        def total(p, block):
+            # sum_ij c_j p_ij per row
+            if not topk:
+                return p.sum((1, 2))
+            return torch.matmul(p.sum(1), _narrow(weights, 0, block[2],
+                                                  num_cols))
+
+        for block in blocks:
+            r0, r1, a, b = block
+            shape = (r1 - r0, b - a, num_cols - a)
+            u = _buffer(storage[0], shape)
+            torch.sub(_rows(x_first[a, b], block),
+                      _rows(_narrow(x_second, 2, a, num_cols), block),
+                      out=u)
+            w = _buffer(storage[1], shape)
+            t_i = _rows(t_first[a, b], block)
+            t_j = _rows(_narrow(t_second, 2, a, num_cols), block)
+            if smooth_teacher:
+                torch.sub(t_i, t_j, out=w)
+                _surrogate_sign_(w.clamp_min_(0).mul_(steepness), surrogate)
+            else:
+                torch.gt(t_i, t_j, out=w)
+            if fast:
+                v = u.sigmoid_().mul_(w)
+                values.append(total(v, block))
+                if need_grad:
+                    p = v.addcmul_(v, v, value=-1)
+                    row_parts.append(weighted_rows(p, block))
+                    col_parts.append(p.sum(1))
+            elif surrogate == 'sign':
+                values.append(total(u.sign_().mul_(w), block))
+            elif sigmoid_family:  # smooth teacher
+                mask_sums.append(total(w, block))
+                if need_grad:
+                    p = torch.ops.aten.sigmoid_backward.grad_input(
+                        w, u.sigmoid_(), grad_input=_buffer(storage[2],
+                                                            shape))
+                    row_parts.append(weighted_rows(p, block))
+                    col_parts.append(p.sum(1))
+                else:
+                    u.sigmoid_()
+                values.append(total(u.mul_(w), block))
+            else:  # erf
+                v = torch.erf(u, out=_buffer(storage[2], shape))
+                values.append(total(v.mul_(w), block))
+                if need_grad:
+                    p = u.square_().neg_().exp_().mul_(w)
+                    row_parts.append(weighted_rows(p, block))
+                    col_parts.append(p.sum(1))
+        del storage
+        # Without top-k, c = 2 everywhere: applied here, not per block.
+        agreement = _rows_total(blocks, values, num_rows)
+        if sigmoid_family:
+            if smooth_teacher:
+                pairs = _rows_total(blocks, mask_sums, num_rows)
+                if not topk:
+                    pairs = pairs.mul_(2)
+            else:
+                pairs = _strict_pairs(teacher_sorted, num_first)
+            agreement = agreement.mul_(2 if topk else 4).sub_(pairs)
+        elif not topk:
+            agreement = agreement.mul_(2)
+        if need_grad:
+            # (Every part is a fresh reduction result: in place is safe.)
+            _, cols = _column_sums(blocks, col_parts, (num_rows, num_cols),
+                                   x)
+            rows = _join(blocks, row_parts)
+            if topk:  # c_j on the column sums; rows have it already
+                cols.mul_(weights)
+                _narrow(cols, 1, 0, num_first).sub_(rows)
+            else:  # c = 2 on both: folded into the factor
+                cols.sub_(rows)
+            # cols = -dA/dx (x: the scaled, sorted student); to the student:
+            factor = 2 * scale if sigmoid_family else \
+                scale * 2 / math.sqrt(math.pi)
+            if not topk:
+                factor *= 2
+            grad = torch.empty_like(cols).scatter_(1, order,
+                                                   cols.mul_(-factor))
+            ctx.save_for_backward(grad)
+        return agreement
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
-        student, teacher, first = ctx.saved_tensors
-        surrogate, steepness, smooth_teacher, max_elements = ctx.options
-        student_first, teacher_first = _first_members(student, teacher, first)
-        grad = torch.zeros_like(student)
-        # Without top-k the first members are the student itself: one buffer.
-        grad_first = grad if first is None else torch.zeros_like(
-            student_first)
-        for rows, firsts in _blocks(student.size(0), student_first.size(1),
-                                    student.size(1), max_elements):
-            diff = student_first[rows, firsts].unsqueeze(2) - \
-                student[rows].unsqueeze(1)
-            teacher_sign = _teacher_sign(teacher_first[rows, firsts],
-                                         teacher[rows], steepness, surrogate,
-                                         smooth_teacher)
-            # pair_grad = g'(diff) * w, written over diff.
-            if surrogate == 'tanh':
-                value = diff.tanh_()
-                pair_grad = torch.ops.aten.tanh_backward.grad_input(
-                    teacher_sign, value, grad_input=value)
-            elif surrogate == 'sigmoid':
-                value = diff.sigmoid_()
-                pair_grad = torch.ops.aten.sigmoid_backward.grad_input(
-                    teacher_sign, value, grad_input=value).mul_(2)
-            else:
-                pair_grad = diff.square_().neg_().exp_().mul_(
-                    2 / math.sqrt(math.pi)).mul_(teacher_sign)
-            grad_first[rows, firsts] += pair_grad.sum(2)
-            grad[rows] -= pair_grad.sum(1)
-        if first is not None:
-            grad.scatter_add_(1, first, grad_first)
-        return grad.mul_(grad_out.unsqueeze(1)), None, None, None, None, \
-            None, None
+        grad, = ctx.saved_tensors
+        return (grad * grad_out.unsqueeze(1), None, None, None, None, None,
+                None, None)
 
 
-def _first_members(student: Tensor, teacher: Tensor,
-                   first: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    if first is None:
-        return student, teacher
-    return student.gather(1, first), teacher.gather(1, first)
+def _rows_total(blocks, parts, num_rows) -> Tensor:
+    """Sum per-block (rows,) results into (R,)."""
+    tiles, current, key = [], [], None
+    for block, part in zip(blocks, parts):
+        if block[2:] != key and current:
+            tiles.append(torch.cat(current) if len(current) > 1 else
+                         current[0])
+            current = []
+        key = block[2:]
+        current.append(part)
+    tiles.append(torch.cat(current) if len(current) > 1 else current[0])
+    if len(tiles) == 1:
+        return tiles[0]
+    return torch.stack(tiles).sum(0)
+
+
+def _strict_pairs(teacher_sorted: Tensor, num_first: int) -> Tensor:
+    """sum_{i < K, j > i} c_j [t_i > t_j] per row of descending rows: for
+    each i, the classes strictly below it are the last ``below_i``."""
+    num_cols = teacher_sorted.size(1)
+    ascending = teacher_sorted.flip(1)
+    first = _narrow(teacher_sorted, 1, 0, num_first).contiguous()
+    below = torch.searchsorted(ascending, first, side='left')
+    if num_first == num_cols:  # c = 2 everywhere
+        return below.sum(1, dtype=teacher_sorted.dtype).mul_(2)
+    # c_j = 2 for the part of them inside the top K
+    inside = (below - (num_cols - num_first)).clamp_(min=0)
+    return below.add_(inside).sum(1, dtype=teacher_sorted.dtype)
 
 
 def pairwise_sign_agreement(student: Tensor,
                             teacher: Tensor,
-                            first: Optional[Tensor] = None,
+                            topk: Optional[int] = None,
                             surrogate: str = 'tanh',
                             steepness: float = 1.0,
                             smooth_teacher: bool = False,
-                            max_elements: Optional[int] = None) -> Tensor:
+                            block_bytes: int = DEFAULT_BLOCK_BYTES) -> Tensor:
     r"""Per-row smooth sign agreement of student and teacher pair orders.
 
     .. math::
-        A_r = \sum_{i \in F} \sum_{j} g(k (s_i - s_j)) \, \mathrm{sgn}(t_i - t_j)
+        A_r = \sum_{i \in F} \sum_{j} g(k (s_i - s_j))
+              \, \mathrm{sgn}(t_i - t_j)
 
-    where the first members ``F`` are the columns listed in ``first`` (e.g.
-    the teacher's top-k) or all classes, and ``j`` runs over all classes.
-    ``g`` is the surrogate sign; with ``smooth_teacher`` the teacher factor is
-    ``g(k (t_i - t_j))`` too. Pairs with i == j give 0. Memory-bounded:
-    see the module docstring. The teacher gets no gradient.
+    where the first members ``F`` are the teacher's ``topk`` classes (ties
+    at the boundary go to the lower class index) or all classes, and ``j``
+    runs over all classes. ``g`` is the surrogate sign; with
+    ``smooth_teacher`` the teacher factor is ``g(k (t_i - t_j))`` too.
+    ``surrogate='sign'`` uses the hard sign for the student as well (no
+    gradient; for metrics). Memory-bounded: see the module docstring. The
+    teacher gets no gradient.
 
     Args:
         student (Tensor): (R, C) student logits.
         teacher (Tensor): (R, C) teacher logits.
-        first (Tensor, optional): (R, K) int64 column indices of the first
-            members. Defaults to None (all C columns).
-        surrogate (str): 'tanh', 'sigmoid' (2*sigmoid(x)-1) or 'erf'.
+        topk (int, optional): Number of first members (the teacher's top
+            k). Defaults to None (all C classes).
+        surrogate (str): 'tanh', 'sigmoid' (2*sigmoid(x)-1), 'erf' or
+            'sign'.
         steepness (float): k.
         smooth_teacher (bool): Apply the surrogate to the teacher too.
-        max_elements (int, optional): Pair elements per block. Defaults to
-            :func:`default_max_elements`.
+        block_bytes (int): Byte budget of the pairwise temporaries.
+            Defaults to 256 MiB.
 
     Returns:
         Tensor: (R,) sums.
     """
-    if surrogate not in SURROGATES:
+    if surrogate not in SURROGATES + ('sign', ):
         raise ValueError(f'surrogate must be one of {SURROGATES}, got '
                          f'{surrogate!r}.')
-    if max_elements is None:
-        max_elements = default_max_elements(*student.shape)
-    # g(k (s_i - s_j)) = g(k s_i - k s_j): scale the (R, C) student once
-    # instead of every pairwise block; autograd carries the k.
-    return _PairwiseSignAgreement.apply(steepness * student,
-                                        teacher.detach(), first, surrogate,
-                                        float(steepness),
+    num_cols = student.size(1)
+    num_first = num_cols if topk is None else min(int(topk), num_cols)
+    need_grad = torch.is_grad_enabled() and student.requires_grad
+    if surrogate == 'sign' and need_grad:
+        raise ValueError("surrogate='sign' has no gradient; call it under "
+                         'torch.no_grad() or on a detached student.')
+    if surrogate == 'sign' and smooth_teacher:
+        raise ValueError("surrogate='sign' needs smooth_teacher=False.")
+    return _PairwiseSignAgreement.apply(student, teacher.detach(), num_first,
+                                        surrogate, float(steepness),
                                         bool(smooth_teacher),
-                                        int(max_elements))
+                                        int(block_bytes), need_grad)
+
+
+def teacher_topk(teacher: Tensor, k: int) -> Tensor:
+    """The teacher's top-k class indices per row as the kernel picks them
+    (descending, ties broken towards the lower class index)."""
+    return teacher.sort(dim=1, descending=True, stable=True).indices[:, :k]
 
 
 def naive_pairwise_sign_agreement(student: Tensor,
                                   teacher: Tensor,
-                                  first: Optional[Tensor] = None,
+                                  topk: Optional[int] = None,
                                   surrogate: str = 'tanh',
                                   steepness: float = 1.0,
                                   smooth_teacher: bool = False) -> Tensor:
     """Reference for :func:`pairwise_sign_agreement`: plain autograd over the
     full (R, K, C) pairwise tensor."""
     teacher = teacher.detach()
-    student_first, teacher_first = _first_members(student, teacher, first)
-    student_pairs = surrogate_sign(
-        steepness * (student_first.unsqueeze(2) - student.unsqueeze(1)),
-        surrogate)
+    if topk is None or topk >= student.size(1):
+        student_first, teacher_first = student, teacher
+    else:
+        first = teacher_topk(teacher, topk)
+        student_first = student.gather(1, first)
+        teacher_first = teacher.gather(1, first)
+    student_diff = student_first.unsqueeze(2) - student.unsqueeze(1)
+    if surrogate == 'sign':
+        student_pairs = student_diff.sign()
+    else:
+        student_pairs = surrogate_sign(steepness * student_diff, surrogate)
     teacher_diff = teacher_first.unsqueeze(2) - teacher.unsqueeze(1)
     if smooth_teacher:
         teacher_pairs = surrogate_sign(steepness * teacher_diff, surrogate)
@@ -231,44 +457,150 @@ def naive_pairwise_sign_agreement(student: Tensor,
     return (student_pairs * teacher_pairs).sum((1, 2))
 
 
+def _tile_views(x: Tensor, blocks, dim: int) -> dict:
+    """Views of ``x``'s first members [a, b) along ``dim`` per tile (one
+    ``split``), keyed by (a, b)."""
+    tiles = sorted({block[2:] for block in blocks})
+    sizes = [b - a for a, b in tiles]
+    x = _narrow(x, dim, 0, tiles[-1][1])
+    parts = x.split(sizes, dim) if len(sizes) > 1 else [x]
+    return dict(zip(tiles, parts))
+
+
+def _rows(x: Tensor, block: Block) -> Tensor:
+    return _narrow(x, 0, block[0], block[1])
+
+
+def soft_rank_forward(x: Tensor, block_bytes: int,
+                      shift: float = 0.0) -> Tensor:
+    """r_i + shift, r_i = 1/2 + sum_j sigmoid(x_i - x_j), per row of (R, C)
+    ``x``, blockwise over the pairs i < j (no autograd; see
+    :class:`_SoftRank`)."""
+    num_rows, num_cols = x.shape
+    elem = x.element_size()
+    blocks = plan_blocks(num_rows, num_cols, num_cols, elem, int(block_bytes),
+                         num_rows * num_cols * elem, x.device.type,
+                         _SOFT_RANK_BLOCKS)
+    x_first = _tile_views(x.unsqueeze(2), blocks, 1)
+    x_second = x.unsqueeze(1)
+    storage = x.new_empty(max((r1 - r0) * (b - a) * (num_cols - a)
+                              for r0, r1, a, b in blocks))
+    row_parts, col_parts, col_blocks = [], [], []
+    for block in blocks:
+        r0, r1, a, b = block
+        u = _buffer(storage, (r1 - r0, b - a, num_cols - a))
+        torch.sub(_rows(x_first[a, b], block),
+                  _rows(_narrow(x_second, 2, a, num_cols), block), out=u)
+        u.sigmoid_()
+        row_parts.append(u.sum(2))
+        if b < num_cols:
+            col_parts.append(u.narrow(2, b - a, num_cols - b).sum(1))
+            col_blocks.append((r0, r1, b, b))
+    ranks = _join(blocks, row_parts)
+    # + 1/2 + a (the first member's tile start) + shift
+    ranks.add_(_tile_offsets(blocks, num_cols, 0.5 + shift, x))
+    if col_parts:
+        start, cols = _column_sums(col_blocks, col_parts,
+                                   (num_rows, num_cols), x)
+        ranks.narrow(1, start, num_cols - start).sub_(cols)
+    return ranks
+
+
+_OFFSETS = {}
+
+
+def _tile_offsets(blocks, num_cols: int, base: float, like: Tensor) -> Tensor:
+    """(C,) tensor: base + the start a of the tile of each first member;
+    made once per tiling, dtype and device (no host-to-device copy per
+    call)."""
+    tiles = tuple(sorted({block[2:] for block in blocks}))
+    key = (tiles, num_cols, base, like.dtype, str(like.device))
+    if key not in _OFFSETS:
+        if len(_OFFSETS) > 64:
+            _OFFSETS.clear()
+        values = [base + a for a, b in tiles for _ in range(b - a)]
+        _OFFSETS[key] = torch.tensor(values, dtype=like.dtype).to(
+            like.device)
+    return _OFFSETS[key]
+
+
+def soft_rank_backward(x: Tensor, grad_ranks: Tensor,
+                       block_bytes: int) -> Tensor:
+    """dL/dx from G = dL/dr for :func:`soft_rank_forward`'s ranks.
+
+    dL/dx_m = sum_j (G_m - G_j) D_mj = G_m S1_m - S0_m with
+    D_ij = sigmoid'(x_i - x_j) (symmetric), S1_m = sum_j D_mj and
+    S0_m = sum_j D_mj G_j. A block (rows i in [a, b), columns j in [a, C))
+    holds D once (one buffer): its row sums of D and of D G_j give S1, S0
+    of its first members, and [G_i, 1]^T D over its columns beyond the
+    tile (j >= b) gives S0, S1 of those (by symmetry).
+    """
+    num_rows, num_cols = x.shape
+    elem = x.element_size()
+    blocks = plan_blocks(num_rows, num_cols, num_cols, elem, int(block_bytes),
+                         num_rows * num_cols * elem, x.device.type,
+                         _SOFT_RANK_BLOCKS)
+    grad_ranks = grad_ranks.contiguous()
+    x_first = _tile_views(x.unsqueeze(2), blocks, 1)
+    x_second = x.unsqueeze(1)
+    g_second = grad_ranks.unsqueeze(1)
+    g_first = _tile_views(
+        torch.stack([grad_ranks, torch.ones_like(grad_ranks)], 1), blocks, 2)
+    storage = x.new_empty(max((r1 - r0) * (b - a) * (num_cols - a)
+                              for r0, r1, a, b in blocks))
+    s1_parts, s0_parts, col_parts, col_blocks = [], [], [], []
+    for block in blocks:
+        r0, r1, a, b = block
+        u = _buffer(storage, (r1 - r0, b - a, num_cols - a))
+        torch.sub(_rows(x_first[a, b], block),
+                  _rows(_narrow(x_second, 2, a, num_cols), block), out=u)
+        u.sigmoid_()
+        d = u.addcmul_(u, u, value=-1)
+        s1_parts.append(d.sum(2))
+        if b < num_cols:
+            col_parts.append(
+                torch.bmm(_rows(g_first[a, b], block),
+                          d.narrow(2, b - a, num_cols - b)))
+            col_blocks.append((r0, r1, b, b))
+        s0_parts.append(
+            d.mul_(_rows(_narrow(g_second, 2, a, num_cols), block)).sum(2))
+    s1 = _join(blocks, s1_parts)
+    s0 = _join(blocks, s0_parts)
+    if col_parts:
+        start, cols = _column_sums(col_blocks, col_parts,
+                                   (num_rows, 2, num_cols), x, dim=2)
+        width = num_cols - start
+        s0.narrow(1, start, width).add_(cols[:, 0])
+        s1.narrow(1, start, width).add_(cols[:, 1])
+    return s1.mul_(grad_ranks).sub_(s0)
+
+
 class _SoftRank(torch.autograd.Function):
-    """r_i = 1/2 + sum_j sigmoid(x_i - x_j) per row, blockwise (x already
-    divided by eps)."""
+    """r_i = 1/2 + sum_j sigmoid(x_i - x_j) per row (x already divided by
+    eps), over the pairs i < j: sigmoid(x_j - x_i) = 1 - sigmoid(x_i - x_j).
+
+    A block (first members [a, b), second members [a, C)) adds its row sums
+    to r_i (i in [a, b)) and, for its second members beyond the tile
+    (j >= b), 1 - its column sums to r_j; so r_i = 1/2 + a + (row sums of
+    its own tile) - (column sums from the tiles before it).
+    """
 
     @staticmethod
-    def forward(ctx, x, max_elements):
+    def forward(ctx, x, block_bytes):
         ctx.save_for_backward(x)
-        ctx.max_elements = max_elements
-        ranks = torch.full_like(x, 0.5)
-        for rows, firsts in _blocks(x.size(0), x.size(1), x.size(1),
-                                    max_elements):
-            diff = x[rows, firsts].unsqueeze(2) - x[rows].unsqueeze(1)
-            ranks[rows, firsts] += diff.sigmoid_().sum(2)
-        return ranks
+        ctx.block_bytes = block_bytes
+        return soft_rank_forward(x, block_bytes)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_ranks):
-        # dr_i/dx_m = delta_im sum_j D_ij - D_im, D_ij = sigmoid'(x_i - x_j).
-        # With E_ij = G_i D_ij (one fused sigmoid_backward pass):
-        # dL/dx_m = sum_j E_mj - sum_i E_im.
         x, = ctx.saved_tensors
-        grad_x = torch.zeros_like(x)
-        for rows, firsts in _blocks(x.size(0), x.size(1), x.size(1),
-                                    ctx.max_elements):
-            diff = x[rows, firsts].unsqueeze(2) - x[rows].unsqueeze(1)
-            value = diff.sigmoid_()
-            weighted = torch.ops.aten.sigmoid_backward.grad_input(
-                grad_ranks[rows, firsts].unsqueeze(2).expand_as(value),
-                value,
-                grad_input=value)
-            grad_x[rows, firsts] += weighted.sum(2)
-            grad_x[rows] -= weighted.sum(1)
-        return grad_x, None
+        return soft_rank_backward(x, grad_ranks, ctx.block_bytes), None
 
 
 def soft_rank(x: Tensor,
               eps: float = 1.0,
-              max_elements: Optional[int] = None) -> Tensor:
+              block_bytes: int = DEFAULT_BLOCK_BYTES) -> Tensor:
     r"""Differentiable ascending ranks of each row (1 = smallest).
 
     .. math:: r_i = 1 + \sum_{j \ne i} \sigma((x_i - x_j) / \epsilon)
@@ -279,15 +611,13 @@ def soft_rank(x: Tensor,
     Args:
         x (Tensor): (R, C) scores.
         eps (float): Sigmoid temperature.
-        max_elements (int, optional): Pair elements per block. Defaults to
-            :func:`default_max_elements`.
+        block_bytes (int): Byte budget of the pairwise temporaries.
+            Defaults to 256 MiB.
 
     Returns:
         Tensor: (R, C) soft ranks.
     """
-    if max_elements is None:
-        max_elements = default_max_elements(*x.shape)
-    return _SoftRank.apply(x / eps, int(max_elements))
+    return _SoftRank.apply(x / eps, int(block_bytes))
 
 
 def naive_soft_rank(x: Tensor, eps: float = 1.0) -> Tensor:
@@ -296,14 +626,22 @@ def naive_soft_rank(x: Tensor, eps: float = 1.0) -> Tensor:
         (x.unsqueeze(2) - x.unsqueeze(1)) / eps).sum(2)
 
 
+def centred_hard_rank(x: Tensor) -> Tensor:
+    """:func:`hard_rank` minus its mean (C + 1) / 2 (``x`` without
+    gradient, contiguous)."""
+    sorted_x = x.sort(dim=1).values
+    below = torch.searchsorted(sorted_x, x, side='left')
+    at_or_below = torch.searchsorted(sorted_x, x, side='right')
+    return below.add_(at_or_below).sub_(x.size(1)).to(x.dtype).mul_(0.5)
+
+
 def hard_rank(x: Tensor) -> Tensor:
     """Ascending ranks of each row (1 = smallest), ties averaged as in
     scipy.stats.rankdata; O(C log C), no gradient."""
     x = x.detach()
-    sorted_x = x.sort(dim=1).values.contiguous()
+    sorted_x = x.sort(dim=1).values
     x = x.contiguous()
-    below = torch.searchsorted(
-        sorted_x, x, side='left', out_int32=True)
-    at_or_below = torch.searchsorted(
-        sorted_x, x, side='right', out_int32=True)
+    below = torch.searchsorted(sorted_x, x, side='left', out_int32=True)
+    at_or_below = torch.searchsorted(sorted_x, x, side='right',
+                                     out_int32=True)
     return (below + at_or_below + 1).to(x.dtype) / 2

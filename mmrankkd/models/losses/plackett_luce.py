@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from mmrankkd.registry import MODELS
-from .utils import BaseLogitLoss, valid_rows
+from .utils import BaseLogitLoss, logits_to_rows, weighted_mean
 
 
 def teacher_optimal_permutation(teacher: Tensor, labels: Tensor) -> Tensor:
@@ -33,13 +33,17 @@ class PlackettLuceLoss(BaseLogitLoss):
     alpha gives ListMLE. Convex in s, invariant to adding a constant to s,
     O(C log C). Not zero at student == teacher (it is a likelihood loss).
     Dense logits: per pixel with that pixel's label; ``ignore_index`` pixels
-    are left out.
+    are left out (weighted 0). No label is ignored by default, so with 1000
+    classes every class, 255 included, trains.
 
     Args:
         teacher_temperature (float): tau_T. Defaults to 1.0 (ImageNet best in
             the paper; it used 4.0 on CIFAR-100).
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
-        ignore_index (int): Label value left out. Defaults to 255.
+        ignore_index (int, optional): Label value left out. Defaults to None
+            (none: every label must be a class index).
+        validate (str): See :class:`BaseLogitLoss`. Defaults to 'deferred'.
+        validate_interval (int): Defaults to 100.
     """
 
     requires_labels = True
@@ -47,19 +51,25 @@ class PlackettLuceLoss(BaseLogitLoss):
     def __init__(self,
                  teacher_temperature: float = 1.0,
                  loss_weight: float = 1.0,
-                 ignore_index: int = 255):
-        super().__init__(loss_weight=loss_weight, ignore_index=ignore_index)
+                 ignore_index: Optional[int] = None,
+                 validate: str = 'deferred',
+                 validate_interval: int = 100):
+        super().__init__(loss_weight, ignore_index, validate,
+                         validate_interval)
         self.teacher_temperature = self.positive('teacher_temperature',
                                                  teacher_temperature)
 
     def compute(self, student: Tensor, teacher: Tensor,
-                labels: Optional[Tensor]) -> Tensor:
-        student, teacher, labels = valid_rows(student, teacher, labels,
-                                              self.ignore_index)
+                labels: Optional[Tensor],
+                valid: Optional[Tensor]) -> Tensor:
+        student, teacher = logits_to_rows(student), logits_to_rows(teacher)
+        labels = labels.reshape(-1)
         order = teacher_optimal_permutation(teacher, labels)
         student_ordered = student.gather(1, order)
         weights = torch.softmax(teacher / self.teacher_temperature,
                                 dim=1).gather(1, order)
         # logsumexp over the classes not chosen yet: suffix logcumsumexp.
         remaining_lse = student_ordered.flip(1).logcumsumexp(1).flip(1)
-        return (weights * (remaining_lse - student_ordered)).sum(1).mean()
+        row_loss = (weights * (remaining_lse - student_ordered)).sum(1)
+        return weighted_mean(row_loss,
+                             None if valid is None else valid.reshape(-1))

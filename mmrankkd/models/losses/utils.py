@@ -1,19 +1,27 @@
 """Shared pieces of the logit distillation losses.
 
-Input validation, flattening dense logits to rows, ignore masks, and the
-small numerically stable building blocks (KL from log-probabilities, Pearson
-correlation) that several losses use. Every loss in this package goes through
-:class:`BaseLogitLoss`, so all of them validate inputs, detach the teacher,
+Input checks, ignore masks as 0/1 row weights, and the numerically stable
+building blocks (Pearson correlation as the official DIST code writes it)
+that several losses use. Every loss in this package goes through
+:class:`BaseLogitLoss`, so all of them check inputs, detach the teacher,
 upcast half precision and treat ignored pixels the same way.
+
+No host synchronisation in the steady state: the value checks (NaN/Inf
+logits, labels outside [0, C)) run on the device; by default they are read
+on the host on the first call and then once every ``validate_interval``
+calls (see :class:`BaseLogitLoss`), and ignored pixels are weighted out
+(weight 0) instead of being selected with a boolean mask (a selection needs
+the count on the host).
 """
-from typing import Optional, Tuple
+import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+VALIDATE_MODES = ('deferred', 'always', 'off')
 
 
 def _describe(shape) -> str:
@@ -22,12 +30,13 @@ def _describe(shape) -> str:
 
 def check_logits(student_logits: Tensor, teacher_logits: Tensor,
                  loss_name: str) -> None:
-    """Check that student and teacher logits can be distilled.
+    """Check the layout of student and teacher logits (no device sync).
 
     Raises:
         ValueError: When either is not a floating point tensor, is neither
-            2-D (N, C) nor 4-D (N, C, H, W), the two shapes differ, there are
-            fewer than 2 classes, or either holds NaN/Inf.
+            2-D (N, C) nor 4-D (N, C, H, W), the two shapes differ, or there
+            are fewer than 2 classes. NaN/Inf values are checked by
+            :meth:`BaseLogitLoss.forward` according to its ``validate``.
     """
     for role, logits in (('student', student_logits),
                          ('teacher', teacher_logits)):
@@ -55,29 +64,23 @@ def check_logits(student_logits: Tensor, teacher_logits: Tensor,
         raise ValueError(
             f'{loss_name}: logits need at least 2 classes along dim 1, got '
             f'shape {_describe(student_logits.shape)}.')
-    for role, logits in (('student', student_logits),
-                         ('teacher', teacher_logits)):
-        if not bool(torch.isfinite(logits).all()):
-            raise ValueError(
-                f'{loss_name}: {role} logits contain NaN or Inf. Fix: check '
-                f'the {role} forward pass (e.g. fp16 overflow, a diverged '
-                'model, or an unloaded checkpoint).')
 
 
-def check_labels(labels: Optional[Tensor], logits: Tensor, ignore_index: int,
-                 required: bool, loss_name: str) -> Optional[Tensor]:
-    """Check labels against the logits they belong to.
+def check_labels(labels: Optional[Tensor], logits: Tensor, required: bool,
+                 loss_name: str) -> Optional[Tensor]:
+    """Check the layout of labels against the logits (no device sync).
 
     Args:
         labels (Tensor, optional): (N,) for (N, C) logits or (N, H, W) for
-            (N, C, H, W) logits; class indices in [0, C) or ``ignore_index``.
+            (N, C, H, W) logits; integer class indices.
         logits (Tensor): The student logits.
-        ignore_index (int): Label value of samples/pixels to leave out.
         required (bool): Whether the loss cannot work without labels.
         loss_name (str): Used in error messages.
 
     Returns:
         Tensor or None: The labels as int64, or None when none were given.
+        Their values (in [0, C) or ``ignore_index``) are checked by
+        :meth:`BaseLogitLoss.forward` according to its ``validate``.
     """
     expected = (logits.size(0), ) if logits.dim() == 2 else \
         (logits.size(0), ) + tuple(logits.shape[2:])
@@ -109,16 +112,7 @@ def check_labels(labels: Optional[Tensor], logits: Tensor, ignore_index: int,
             f'{loss_name}: labels of shape {_describe(labels.shape)} do not '
             f'match logits of shape {_describe(logits.shape)}; expected '
             f'labels of shape {expected} {layout}.{hint}')
-    labels = labels.long()
-    num_classes = logits.size(1)
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
-    if bool(bad.any()):
-        value = int(labels[bad][0])
-        raise ValueError(
-            f'{loss_name}: labels contain {value}, outside [0, {num_classes}) '
-            f'and not ignore_index={ignore_index}. Fix: set ignore_index to '
-            'the dataset\'s ignore label or check num_classes.')
-    return labels
+    return labels if labels.dtype == torch.int64 else labels.long()
 
 
 def to_float(logits: Tensor) -> Tensor:
@@ -134,135 +128,95 @@ def logits_to_rows(logits: Tensor) -> Tensor:
     return logits.permute(0, 2, 3, 1).reshape(-1, num_classes)
 
 
-def valid_rows(student: Tensor,
-               teacher: Tensor,
-               labels: Optional[Tensor],
-               ignore_index: int) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """Flatten logits to rows (one per sample or pixel) and drop ignored rows.
-
-    Returns:
-        tuple: student rows (R, C), teacher rows (R, C) and labels (R,) or
-        None, where R counts the samples/pixels whose label is not
-        ``ignore_index`` (all of them when no labels are given).
-    """
-    student_rows = logits_to_rows(student)
-    teacher_rows = logits_to_rows(teacher)
-    if labels is None:
-        return student_rows, teacher_rows, None
-    label_rows = labels.reshape(-1)
-    keep = label_rows != ignore_index
-    if bool(keep.all()):
-        return student_rows, teacher_rows, label_rows
-    return student_rows[keep], teacher_rows[keep], label_rows[keep]
-
-
-def kl_from_log_probs(log_p: Tensor,
-                      log_q: Tensor,
-                      dim: int,
-                      valid: Optional[Tensor] = None) -> Tensor:
-    """KL(p || q) = sum p * (log p - log q) along ``dim``.
-
-    Args:
-        log_p (Tensor): log-probabilities of p (finite where valid).
-        log_q (Tensor): log-probabilities of q, same shape.
-        dim (int): The distribution's dimension, summed over.
-        valid (Tensor, optional): Bool mask broadcastable to ``log_p``;
-            entries where it is False contribute nothing (their log-probs
-            may be -inf).
-    """
-    if valid is not None:
-        log_p = log_p.masked_fill(~valid, 0.)
-        log_q = log_q.masked_fill(~valid, 0.)
-        p = log_p.exp().masked_fill(~valid, 0.)
-    else:
-        p = log_p.exp()
-    return (p * (log_p - log_q)).sum(dim)
-
-
-def masked_log_softmax(logits: Tensor,
-                       dim: int,
-                       valid: Optional[Tensor] = None) -> Tensor:
-    """log_softmax along ``dim`` over the entries where ``valid`` is True.
-
-    Invalid entries get -inf; each slice along ``dim`` must hold at least one
-    valid entry.
-    """
-    if valid is not None:
-        logits = logits.masked_fill(~valid, float('-inf'))
-    return F.log_softmax(logits, dim=dim)
+def weighted_mean(values: Tensor, weights: Optional[Tensor]) -> Tensor:
+    """mean(values), or sum(weights * values) / max(sum(weights), 1) with
+    0/1 ``weights`` (the mean over the kept entries; 0 when none is kept).
+    Both shapes must match; no device sync."""
+    if weights is None:
+        return values.mean()
+    weights = weights.to(values.dtype)
+    return torch.dot(values.reshape(-1), weights.reshape(-1)) / \
+        weights.sum().clamp(min=1)
 
 
 def pearson_correlation(a: Tensor,
                         b: Tensor,
                         dim: int = 1,
                         eps: float = 1e-8) -> Tensor:
-    """Pearson correlation along ``dim``: cos(a - mean(a), b - mean(b)).
+    """Pearson correlation along ``dim`` as the official DIST code writes it:
 
-    Where the product of the centred norms is below ``eps`` (a constant
-    vector, e.g. a class column of saturated probabilities) the correlation
-    is 0 with zero gradient. DIST's code divides by ``max(norm product,
-    eps)`` instead: the same value, but a gradient of order 1/eps there.
+    ``(a' * b').sum(dim) / (|a'| |b'| + eps)`` with ``a' = a - mean(a)``,
+    ``b' = b - mean(b)`` along ``dim``: eps is *added* to the product of the
+    centred norms (not a clamp, and not torch's ``F.cosine_similarity``,
+    which clamps each norm separately). A constant vector gives 0; its
+    gradient there is ``b' / eps`` (large, as in the official code).
     """
     a = a - a.mean(dim, keepdim=True)
     b = b - b.mean(dim, keepdim=True)
-    numerator = (a * b).sum(dim)
-    denominator = a.norm(dim=dim) * b.norm(dim=dim)
-    defined = denominator > eps
-    safe_denominator = torch.where(defined, denominator,
-                                   torch.ones_like(denominator))
-    return torch.where(defined, numerator / safe_denominator,
-                       torch.zeros_like(numerator))
+    return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + eps)
 
 
-def spatial_valid_mask(labels: Optional[Tensor],
-                       ignore_index: int) -> Optional[Tensor]:
-    """(N, H, W) labels -> (N, H*W) bool mask of pixels to keep, or None."""
-    if labels is None:
+#: Profiler label of the one device -> host read of the value checks.
+READ_CHECKS = 'mmrankkd.read_value_checks'
+
+
+def _read(stats: Tensor) -> list:
+    """The host copy of ``stats``: the only synchronisation of a loss call
+    (labelled for torch.profiler)."""
+    with torch.profiler.record_function(READ_CHECKS):
+        return stats.tolist()
+
+
+def label_valid_mask(labels: Optional[Tensor],
+                     ignore_index: Optional[int]) -> Optional[Tensor]:
+    """Bool mask of the samples/pixels to keep (labels != ignore_index), or
+    None when every one is kept (no labels or no ignore_index)."""
+    if labels is None or ignore_index is None:
         return None
-    return (labels != ignore_index).flatten(1)
-
-
-def channel_log_softmax(logits: Tensor, temperature: float,
-                        valid: Optional[Tensor]) -> Tensor:
-    """Per-channel spatial log-softmax used by CWD-style losses.
-
-    Args:
-        logits (Tensor): (N, C, H*W) logits.
-        temperature (float): Divides the logits.
-        valid (Tensor, optional): (N, 1, H*W) bool mask of kept pixels.
-
-    Returns:
-        Tensor: (N, C, H*W) log-probabilities over positions per channel.
-    """
-    return masked_log_softmax(logits / temperature, dim=-1, valid=valid)
-
-
-def drop_empty_images(student: Tensor, teacher: Tensor,
-                      valid: Optional[Tensor]):
-    """Flatten (N, C, H, W) to (N', C, H*W), keeping images that have at least
-    one valid pixel; ``valid`` becomes (N', 1, H*W) or stays None."""
-    student = student.flatten(2)
-    teacher = teacher.flatten(2)
-    if valid is None:
-        return student, teacher, None
-    keep = valid.any(1)
-    if not bool(keep.all()):
-        student, teacher, valid = student[keep], teacher[keep], valid[keep]
-    return student, teacher, valid.unsqueeze(1)
+    return labels != ignore_index
 
 
 class BaseLogitLoss(nn.Module):
     """Common front end of every logit distillation loss in mmrankkd.
 
-    ``forward`` validates the inputs, returns a zero that still backpropagates
-    when no sample/pixel is valid, upcasts fp16/bf16 to float32, detaches the
-    teacher, calls :meth:`compute` and multiplies by ``loss_weight``.
+    ``forward`` checks the inputs, upcasts fp16/bf16 to float32, detaches
+    the teacher, calls :meth:`compute` and multiplies by ``loss_weight``.
     Subclasses implement :meth:`compute` only.
+
+    Layout errors (types, ranks, shapes, label dtype, missing labels) raise
+    on the call that has them. Value errors (NaN/Inf in the student or
+    teacher logits, labels outside [0, C) that are not ``ignore_index``,
+    checked when the loss reads labels: it requires them or has an
+    ``ignore_index``) need the values on the host, which on a GPU is a
+    synchronisation; when they are read depends on ``validate``:
+
+    * ``'deferred'`` (default): the first call reads them (a bad first
+      batch, e.g. a wrong ``num_classes``, raises at once); every later call
+      folds its minima and maxima into a running device tensor without a
+      sync, which is read every ``validate_interval`` calls and raises the
+      same ``ValueError``, naming the calls it covers. The steady state
+      costs one sync per ``validate_interval`` calls.
+    * ``'always'``: every call reads them and raises on the offending call
+      (one sync per call).
+    * ``'off'``: no value checks (no sync ever).
+
+    Out-of-range labels that a deferred check has not read yet are clamped
+    into [0, C) so that nothing indexes out of bounds before it raises.
+
+    Ignored samples/pixels (label == ``ignore_index``) are weighted 0, not
+    selected: the mean runs over the kept ones (0 with a zero gradient when
+    none is kept).
 
     Args:
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
-        ignore_index (int): Label value of pixels/samples that contribute
-            nothing. Defaults to 255.
+        ignore_index (int, optional): Label value of samples/pixels that
+            contribute nothing; None (default) ignores no label. A plain
+            attribute read at every call (the distiller sets it from the
+            student's decode head for dense logits).
+        validate (str): 'deferred', 'always' or 'off' (see above).
+            Defaults to 'deferred'.
+        validate_interval (int): Calls between two reads of the deferred
+            checks. Defaults to 100.
     """
 
     #: Whether ``forward`` needs ``labels`` (the distiller reads this).
@@ -272,10 +226,26 @@ class BaseLogitLoss(nn.Module):
     #: What to use instead when 2-D logits reach a dense-only loss.
     dense_only_hint: str = ''
 
-    def __init__(self, loss_weight: float = 1.0, ignore_index: int = 255):
+    def __init__(self,
+                 loss_weight: float = 1.0,
+                 ignore_index: Optional[int] = None,
+                 validate: str = 'deferred',
+                 validate_interval: int = 100):
         super().__init__()
+        if validate not in VALIDATE_MODES:
+            raise ValueError(f'{self.loss_name}: validate must be one of '
+                             f'{VALIDATE_MODES}, got {validate!r}.')
+        if int(validate_interval) < 1:
+            raise ValueError(f'{self.loss_name}: validate_interval must be '
+                             f'>= 1, got {validate_interval}.')
         self.loss_weight = float(loss_weight)
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = None if ignore_index is None else int(
+            ignore_index)
+        self.validate = validate
+        self.validate_interval = int(validate_interval)
+        self._calls = 0  # calls that ran value checks
+        self._pending = None  # running extremes since the last read
+        self._pending_since = 1
 
     @property
     def loss_name(self) -> str:
@@ -288,6 +258,88 @@ class BaseLogitLoss(nn.Module):
                 f'{self.loss_name}: {name} must be > 0, got {value}.')
         return float(value)
 
+    # ------------------------------------------------------------------
+    # Value checks.
+    def _extremes(self, student: Tensor, teacher: Tensor,
+                  labels: Optional[Tensor],
+                  valid: Optional[Tensor]) -> Tensor:
+        """[-min s, max s, -min t, max t(, -min y, max y)] on the device in
+        the logits' dtype; NaN propagates. Larger is worse for every entry,
+        so runs of calls combine with ``torch.maximum``."""
+        with torch.no_grad():
+            parts = [*torch.aminmax(student), *torch.aminmax(teacher)]
+            if labels is not None:
+                kept = labels if valid is None else torch.where(
+                    valid, labels, 0)
+                parts += torch.aminmax(kept.to(student.dtype))
+            stats = torch.stack(parts)
+            return stats.mul_(self._signs(stats))
+
+    def _signs(self, stats: Tensor) -> Tensor:
+        """(-1, 1, -1, 1, ...) like ``stats``, made once per device."""
+        cache = self.__dict__.setdefault('_sign_cache', {})
+        key = (stats.numel(), stats.dtype, str(stats.device))
+        if key not in cache:
+            cache[key] = torch.tensor([-1., 1.] * (stats.numel() // 2),
+                                      dtype=stats.dtype,
+                                      device=stats.device)
+        return cache[key]
+
+    def _raise_if_bad(self, stats: list, num_classes: int,
+                      where: str) -> None:
+        for role, (neg_min, max_) in (('student', stats[0:2]),
+                                      ('teacher', stats[2:4])):
+            if not (math.isfinite(neg_min) and math.isfinite(max_)):
+                raise ValueError(
+                    f'{self.loss_name}: {role} logits contain NaN or Inf'
+                    f'{where}. Fix: check the {role} forward pass (e.g. '
+                    'fp16 overflow, a diverged model, or an unloaded '
+                    'checkpoint).')
+        if len(stats) == 6:
+            low, high = -stats[4], stats[5]
+            if low < 0 or high >= num_classes:
+                value = int(low if low < 0 else high)
+                ignore = ('no ignore_index' if self.ignore_index is None
+                          else f'not ignore_index={self.ignore_index}')
+                raise ValueError(
+                    f'{self.loss_name}: labels contain {value}, outside '
+                    f'[0, {num_classes}) and {ignore}{where}. Fix: set '
+                    'ignore_index to the dataset\'s ignore label or check '
+                    'num_classes.')
+
+    def _check_values(self, student: Tensor, teacher: Tensor,
+                      labels: Optional[Tensor],
+                      valid: Optional[Tensor]) -> None:
+        if self.validate == 'off':
+            return
+        self._calls += 1
+        stats = self._extremes(student, teacher, labels, valid)
+        num_classes = student.size(1)
+        if self.validate == 'always' or self._calls == 1:
+            self._pending, self._pending_since = None, self._calls + 1
+            self._raise_if_bad(_read(stats), num_classes, '')
+            return
+        pending = self._pending
+        if pending is None or pending.shape != stats.shape or \
+                pending.device != stats.device:
+            if pending is not None:  # labels came or went: read it now
+                self._flush(num_classes)
+            self._pending = stats
+        else:
+            torch.maximum(pending, stats, out=pending)
+        if self._calls % self.validate_interval == 0:
+            self._flush(num_classes)
+
+    def _flush(self, num_classes: int) -> None:
+        pending, first = self._pending, self._pending_since
+        self._pending, self._pending_since = None, self._calls + 1
+        if pending is not None:
+            self._raise_if_bad(
+                _read(pending), num_classes,
+                f' (deferred check of calls {first}-{self._calls}; '
+                "validate='always' stops at the offending call)")
+
+    # ------------------------------------------------------------------
     def forward(self,
                 student_logits: Tensor,
                 teacher_logits: Tensor,
@@ -311,18 +363,68 @@ class BaseLogitLoss(nn.Module):
                 f'{self.loss_name} needs dense (N, C, H, W) logits, got '
                 f'shape {_describe(student_logits.shape)}. '
                 f'{self.dense_only_hint}')
-        labels = check_labels(labels, student_logits, self.ignore_index,
-                              self.requires_labels, self.loss_name)
+        labels = check_labels(labels, student_logits, self.requires_labels,
+                              self.loss_name)
         student = to_float(student_logits)
-        if student.size(0) == 0 or (labels is not None and not bool(
-            (labels != self.ignore_index).any())):
-            # Nothing to distil: a zero that keeps the graph connected.
-            return student.sum() * 0. + 0.
         teacher = to_float(teacher_logits).detach()
-        return self.compute(student, teacher, labels) * self.loss_weight
+        if student.numel() == 0:
+            # Nothing to distil: a zero that keeps the graph connected.
+            return student.sum() * 0.
+        valid = label_valid_mask(labels, self.ignore_index)
+        # Label values matter (and are checked) where the loss reads them.
+        used = self.requires_labels or valid is not None
+        self._check_values(student, teacher, labels if used else None, valid)
+        if labels is not None and self.requires_labels:
+            labels = labels.clamp(0, student.size(1) - 1)
+        loss = self.compute(student, teacher, labels, valid)
+        if self.loss_weight != 1.0:
+            loss = loss * self.loss_weight
+        return loss
 
     def compute(self, student: Tensor, teacher: Tensor,
-                labels: Optional[Tensor]) -> Tensor:
-        """The unweighted loss on validated float inputs (teacher detached,
-        at least one valid sample)."""
+                labels: Optional[Tensor],
+                valid: Optional[Tensor]) -> Tensor:
+        """The unweighted loss on checked float inputs.
+
+        Args:
+            student (Tensor): (N, C) or (N, C, H, W), float32/float64.
+            teacher (Tensor): Same shape, detached.
+            labels (Tensor, optional): int64 (N,) / (N, H, W); for losses
+                with ``requires_labels`` clamped into [0, C) (ignored
+                entries hold some valid class index).
+            valid (Tensor, optional): bool, same shape as ``labels``: the
+                entries to keep; None keeps all.
+        """
         raise NotImplementedError
+
+
+def row_weights(logits: Tensor, valid: Optional[Tensor], flat: bool = False):
+    """Weights of the mean over rows (samples/pixels; classes along dim 1):
+    1 / (number of rows) as a float, or ``valid / max(count, 1)`` shaped
+    like the logits with dim 1 of size 1 (``flat``: (rows, 1)), 0 for
+    ignored rows."""
+    if valid is None:
+        return 1.0 / (logits.numel() // logits.size(1))
+    weights = (valid.reshape(-1, 1) if flat else valid.unsqueeze(1)).to(
+        logits.dtype)
+    return weights / weights.sum().clamp(min=1)
+
+
+def channel_distributions(student: Tensor, teacher: Tensor,
+                          valid: Optional[Tensor]):
+    """For CWD-style losses: (N, C, H, W) -> (N, C, H*W) logits, the
+    (N, 1, H*W) mask of the positions in each channel's distribution (None:
+    all) and the weights of the mean over the N*C channels, leaving out
+    images without a valid pixel (their distributions then use every
+    position, finite, and weigh 0)."""
+    student = student.flatten(2)
+    teacher = teacher.flatten(2)
+    num_images, num_classes = student.shape[:2]
+    if valid is None:
+        return student, teacher, None, 1.0 / (num_images * num_classes)
+    valid = valid.flatten(1).unsqueeze(1)
+    kept = valid.any(2, keepdim=True)
+    mask = valid | ~kept
+    weights = kept.to(student.dtype)
+    weights = weights / (weights.sum() * num_classes).clamp(min=1)
+    return student, teacher, mask, weights
