@@ -6,7 +6,8 @@ mmpretrain's own CIFAR100.
 
 One iteration of resnet32x4 -> resnet8x4 KD and DKD and of vgg13 ->
 MobileNetV2 PLD run by default; every other loss x pair config is marked
-``slow`` (``pytest -m slow tests/test_cifar_recipes.py``)."""
+``slow`` and ``matrix`` (the default run leaves ``matrix`` out; run them
+with ``pytest -m slow tests/test_cifar_recipes.py``)."""
 import importlib.util
 import itertools
 import re
@@ -236,7 +237,8 @@ DEFAULT_IDS = {_ids(i) for i in DEFAULT_RUNS}
 
 
 @pytest.mark.parametrize('item', [
-    pytest.param(i, marks=() if _ids(i) in DEFAULT_IDS else pytest.mark.slow)
+    pytest.param(i, marks=() if _ids(i) in DEFAULT_IDS else (
+        pytest.mark.slow, pytest.mark.matrix))
     for i in LOSS_CONFIGS
 ], ids=_ids)
 def test_one_training_iteration(item, cifar_root, ckpt_dir, tmp_path):
