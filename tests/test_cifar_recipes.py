@@ -105,6 +105,9 @@ def test_config_loads_with_recipe_and_settings(item):
     losses = model.distill_losses
     ce = model.student.head.loss.loss_weight
     hooks = cfg.get('custom_hooks', [])
+    # Every run keeps its random generator states for an exact --resume.
+    assert hooks[0] == dict(type='mmrankkd.ExactResumeHook')
+    hooks = hooks[1:]
     pair = next(p for p in gen.PAIRS
                 if (p['teacher'], p['student']) == (teacher, student))
     if loss == 'kd':

@@ -126,6 +126,7 @@ def _loss_dkd(pair: dict):
         '                      temperature=4.0, loss_weight=1.0)))\n'
         '\n'
         'custom_hooks = [\n'
+        '    dict(type=\'mmrankkd.ExactResumeHook\'),\n'
         '    dict(type=\'mmrankkd.DistillLossWeightScheduleHook\', '
         'losses=[\'loss_dkd\'],\n'
         '         warmup=20, by_epoch=True),\n'

@@ -38,3 +38,6 @@ val_evaluator = [
     dict(type='mmrankkd.TeacherStudentAgreement'),
 ]
 test_evaluator = val_evaluator
+
+# Random generator states in every checkpoint: --resume continues exactly.
+custom_hooks = [dict(type='mmrankkd.ExactResumeHook')]

@@ -16,6 +16,7 @@ model = dict(
                       temperature=4.0, loss_weight=1.0)))
 
 custom_hooks = [
+    dict(type='mmrankkd.ExactResumeHook'),
     dict(type='mmrankkd.DistillLossWeightScheduleHook', losses=['loss_dkd'],
          warmup=20, by_epoch=True),
 ]

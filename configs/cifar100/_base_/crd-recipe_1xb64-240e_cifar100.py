@@ -77,3 +77,6 @@ default_hooks = dict(
         max_keep_ckpts=2,
         save_best='accuracy/top1',
         rule='greater'))
+
+# Random generator states in every checkpoint: --resume continues exactly.
+custom_hooks = [dict(type='mmrankkd.ExactResumeHook')]
