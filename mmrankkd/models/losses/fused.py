@@ -31,6 +31,7 @@ from .pairwise import (centred_hard_rank, soft_rank_backward,
 
 
 def _wants_grad(student: Tensor) -> bool:
+    """Whether autograd will need the student's gradient."""
     return torch.is_grad_enabled() and student.requires_grad
 
 
@@ -40,13 +41,14 @@ def _scaled(x: Tensor, scale: float) -> Tensor:
     return x if scale == 1.0 else x * scale
 
 
-class _Precomputed(torch.autograd.Function):
-    """Returns ``value`` (computed without autograd) whose gradient with
-    respect to ``student`` is ``grad`` (same shape as ``student``) times the
-    incoming scalar gradient."""
+class _Fused(torch.autograd.Function):
+    """Runs ``compute(student, True, *args) -> (value, grad)`` (no autograd
+    inside) and returns ``value`` whose gradient with respect to
+    ``student`` is ``grad`` times the incoming scalar gradient."""
 
     @staticmethod
-    def forward(ctx, student, value, grad):
+    def forward(ctx, student, compute, args):
+        value, grad = compute(student, True, *args)
         ctx.save_for_backward(grad)
         return value
 
@@ -57,11 +59,13 @@ class _Precomputed(torch.autograd.Function):
         return grad * grad_out, None, None
 
 
-def _finish(student: Tensor, value: Tensor,
-            grad: Optional[Tensor]) -> Tensor:
-    if grad is None:
-        return value
-    return _Precomputed.apply(student, value, grad)
+def _fused(compute, student: Tensor, *args) -> Tensor:
+    """``compute``'s value, with its closed-form gradient when the student
+    needs one."""
+    if _wants_grad(student):
+        return _Fused.apply(student, compute, args)
+    with torch.no_grad():
+        return compute(student, False, *args)[0]
 
 
 def _reduce(rows: Tensor, weights) -> Tensor:
@@ -102,41 +106,53 @@ def softmax_kl(student: Tensor,
     Returns:
         Tensor: The scalar sum.
     """
-    need_grad = _wants_grad(student)
-    with torch.no_grad():
-        scale = 1.0 / temperature
-        zs = student * scale
-        zt = teacher * scale
-        if mask is not None:
-            zs.masked_fill_(~mask, float('-inf'))
-            zt.masked_fill_(~mask, float('-inf'))
-        log_ps = F.log_softmax(zs, dim)
-        log_pt = F.log_softmax(zt, dim)
-        pt = log_pt.exp() if forward_weight else None
-        diff = log_pt.sub_(log_ps)  # log p_t - log p_s (over log_pt)
-        if mask is not None:  # -inf - -inf outside the distributions
-            diff.masked_fill_(~mask, 0.)
-        ps = log_ps.exp_() if (need_grad or reverse_weight) else None
-        rows = 0.
-        grad = None
-        if forward_weight:
-            # KL(p_t || p_s) = sum p_t (log p_t - log p_s)
-            forward_rows = (pt * diff).sum(dim, keepdim=True)
-            rows = forward_rows * (forward_weight * temperature**2)
-            if need_grad:  # d/ds: T a (p_s - p_t)
-                grad = torch.sub(ps, pt).mul_(forward_weight * temperature)
-        if reverse_weight:
-            # KL(p_s || p_t) = -sum p_s (log p_t - log p_s)
-            reverse_rows = (ps * diff).sum(dim, keepdim=True).neg_()
-            rows = rows + reverse_rows * (reverse_weight * temperature**2)
-            if need_grad:  # d/ds: T b p_s (log p_s - log p_t - KL)
-                term = diff.add_(reverse_rows).mul_(ps).mul_(
-                    -reverse_weight * temperature)
-                grad = term if grad is None else grad.add_(term)
-        value = _reduce(rows, weights)
-        if grad is not None:
-            grad.mul_(weights)
-    return _finish(student, value, grad)
+    return _fused(_softmax_kl, student, teacher, temperature, dim, weights,
+                  forward_weight, reverse_weight, mask)
+
+
+def _softmax_kl(student, need_grad, teacher, temperature, dim, weights,
+                forward_weight, reverse_weight, mask):
+    per_row = isinstance(weights, Tensor)
+    t2 = temperature**2
+    scale = 1.0 / temperature
+    zs = _scaled(student, scale)
+    zt = _scaled(teacher, scale)
+    if mask is not None:  # out of place: zs may be the input itself
+        zs = zs.masked_fill(~mask, float('-inf'))
+        zt = zt.masked_fill(~mask, float('-inf'))
+    log_ps = F.log_softmax(zs, dim)
+    log_pt = F.log_softmax(zt, dim)
+    pt = log_pt.exp() if forward_weight else None
+    diff = log_pt.sub_(log_ps)  # log p_t - log p_s (over log_pt)
+    if mask is not None:  # -inf - -inf outside the distributions
+        diff.masked_fill_(~mask, 0.)
+    ps = log_ps.exp_() if (need_grad or reverse_weight) else None
+    value, grad = 0., None
+    if forward_weight:
+        # KL(p_t || p_s) = sum p_t (log p_t - log p_s)
+        if per_row:
+            value = (pt * diff).sum(dim, keepdim=True).mul_(weights).sum()
+            value = value * (forward_weight * t2)
+        else:
+            value = torch.tensordot(pt, diff, dims=pt.dim()) * (
+                forward_weight * t2 * weights)
+        if need_grad:  # d/ds: T a w (p_s - p_t), over p_t
+            grad = torch.sub(ps, pt, out=pt).mul_(
+                forward_weight * temperature *
+                (1.0 if per_row else weights))
+    if reverse_weight:
+        # KL(p_s || p_t) = -sum p_s (log p_t - log p_s)
+        reverse_rows = (ps * diff).sum(dim, keepdim=True).neg_()
+        value = value + _reduce(reverse_rows, weights) * (
+            reverse_weight * t2)
+        if need_grad:  # d/ds: T b w p_s (log p_s - log p_t - KL)
+            term = diff.add_(reverse_rows).mul_(ps).mul_(
+                -reverse_weight * temperature *
+                (1.0 if per_row else weights))
+            grad = term if grad is None else grad.add_(term)
+    if grad is not None and per_row:
+        grad.mul_(weights)
+    return value, grad
 
 
 def dkd(student: Tensor, teacher: Tensor, labels: Tensor, alpha: float,
@@ -158,42 +174,55 @@ def dkd(student: Tensor, teacher: Tensor, labels: Tensor, alpha: float,
             dim 1, in [0, C).
         weights (Tensor | float): Row weights (see :func:`softmax_kl`).
     """
-    need_grad = _wants_grad(student)
-    with torch.no_grad():
-        scale = 1.0 / temperature
-        zs = student * scale
-        zt = teacher * scale
-        index = labels.unsqueeze(1)
-        classes = torch.arange(student.size(1), device=student.device)
-        target = index == classes.view(
-            (1, -1) + (1, ) * (student.dim() - 2))
-        zs_y = zs.gather(1, index)
-        zt_y = zt.gather(1, index)
-        zs_rest = zs.masked_fill(target, float('-inf'))
-        zt_rest = zt.masked_fill(target, float('-inf'))
-        lse_s_rest = zs_rest.logsumexp(1, keepdim=True)
-        lse_t_rest = zt_rest.logsumexp(1, keepdim=True)
-        lse_s = torch.logaddexp(lse_s_rest, zs_y)
-        lse_t = torch.logaddexp(lse_t_rest, zt_y)
-        log_bt = torch.cat([zt_y - lse_t, lse_t_rest - lse_t], 1)
-        log_bs = torch.cat([zs_y - lse_s, lse_s_rest - lse_s], 1)
-        bt = log_bt.exp()
-        tckd = (bt * (log_bt - log_bs)).sum(1, keepdim=True)
-        # q_t is 0 at the target (exp(-inf)), z_t - z_s finite there.
-        qt = zt_rest.sub_(lse_t_rest).exp_()
-        nckd = (qt * (zt - zs)).sum(1, keepdim=True)
-        nckd += lse_s_rest - lse_t_rest
-        rows = tckd.mul_(alpha).add_(nckd, alpha=beta)
-        value = _reduce(rows, weights) * temperature**2
-        grad = None
-        if need_grad:
-            ps = zs.sub_(lse_s).exp_()
-            qs = zs_rest.sub_(lse_s_rest).exp_()
-            grad = qs.mul_(beta - alpha * bt[:, 1:2]).add_(ps, alpha=alpha)
-            grad.sub_(qt, alpha=beta)
-            grad.scatter_add_(1, index, bt[:, 0:1] * -alpha)
-            grad.mul_(weights).mul_(temperature)
-    return _finish(student, value, grad)
+    return _fused(_dkd, student, teacher, labels, alpha, beta, temperature,
+                  weights)
+
+
+def _dkd(student, need_grad, teacher, labels, alpha, beta, temperature,
+         weights):
+    scale = 1.0 / temperature
+    zs = student * scale
+    zt = teacher * scale
+    index = labels.unsqueeze(1)
+    classes = torch.arange(student.size(1), device=student.device)
+    target = index == classes.view(
+        (1, -1) + (1, ) * (student.dim() - 2))
+    zs_y = zs.gather(1, index)
+    zt_y = zt.gather(1, index)
+    zs_rest = zs.masked_fill(target, float('-inf'))
+    zt_rest = zt.masked_fill(target, float('-inf'))
+    lse_s_rest = zs_rest.logsumexp(1, keepdim=True)
+    lse_t_rest = zt_rest.logsumexp(1, keepdim=True)
+    lse_s = torch.logaddexp(lse_s_rest, zs_y)
+    lse_t = torch.logaddexp(lse_t_rest, zt_y)
+    log_bt = torch.cat([zt_y - lse_t, lse_t_rest - lse_t], 1)
+    log_bs = torch.cat([zs_y - lse_s, lse_s_rest - lse_s], 1)
+    bt = log_bt.exp()
+    tckd = (bt * (log_bt - log_bs)).sum(1, keepdim=True)
+    # q_t is 0 at the target (exp(-inf)), z_t - z_s finite there.
+    qt = zt_rest.sub_(lse_t_rest).exp_()
+    nckd = (qt * (zt - zs)).sum(1, keepdim=True)
+    nckd += lse_s_rest - lse_t_rest
+    rows = tckd.mul_(alpha).add_(nckd, alpha=beta)
+    value = _reduce(rows, weights) * temperature**2
+    grad = None
+    if need_grad:
+        ps = zs.sub_(lse_s).exp_()
+        qs = zs_rest.sub_(lse_s_rest).exp_()
+        grad = qs.mul_(beta - alpha * bt[:, 1:2]).add_(ps, alpha=alpha)
+        grad.sub_(qt, alpha=beta)
+        grad.scatter_add_(1, index, bt[:, 0:1] * -alpha)
+        grad.mul_(weights).mul_(temperature)
+    return value, grad
+
+
+def _norm(x: Tensor, dim) -> Tensor:
+    """Euclidean norm along ``dim`` (keepdim). torch's vector_norm is fast
+    along the last dimension but slow along others (e.g. the classes of
+    (N, C, H, W): ~50x slower than a sum of squares here)."""
+    if isinstance(dim, int) and dim in (-1, x.dim() - 1):
+        return torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+    return (x * x).sum(dim, keepdim=True).sqrt_()
 
 
 def _pearson_parts(a: Tensor,
@@ -212,8 +241,7 @@ def _pearson_parts(a: Tensor,
     if not centred:
         a = a - a.mean(dim, keepdim=True)
         b = b - b.mean(dim, keepdim=True)
-    norm_a = torch.linalg.vector_norm(a, dim=dim, keepdim=True)
-    norm_b = torch.linalg.vector_norm(b, dim=dim, keepdim=True)
+    norm_a, norm_b = _norm(a, dim), _norm(b, dim)
     product = norm_a * norm_b
     if zero_grad_where_constant:
         defined = product > eps
@@ -260,51 +288,55 @@ def dist(student: Tensor,
         valid (Tensor, optional): Bool, the logits' shape without dim 1.
         zero_grad_where_constant (bool): See :func:`_pearson_parts`.
     """
-    need_grad = _wants_grad(student)
-    with torch.no_grad():
-        scale = 1.0 / temperature
-        ps = F.softmax(_scaled(student, scale), 1)
-        pt = F.softmax(_scaled(teacher, scale), 1)
-        rest = [d for d in range(student.dim()) if d != 1]
-        if valid is None:
-            weight = None
-            row_weight = 1.0 / (ps.numel() // ps.size(1))
-            any_valid = 1.0
-        else:
-            weight = valid.unsqueeze(1).to(ps.dtype)
-            count = weight.sum().clamp_(min=1)
-            row_weight = weight / count
-            any_valid = weight.amax()
-        # Inter-class: rows.
-        inter = _pearson_parts(ps, pt, 1, eps, zero_grad_where_constant)
-        inter_loss = any_valid - _reduce(inter[2], row_weight)
-        # Intra-class: columns, over the kept rows only. Dropped rows get
-        # deviation 0 (they then add nothing to either norm or the dot).
-        if weight is None:
-            intra = _pearson_parts(ps, pt, rest, eps,
-                                   zero_grad_where_constant)
-        else:
-            col_ps = (ps - (ps * weight).sum(rest, keepdim=True) / count)
-            col_pt = (pt - (pt * weight).sum(rest, keepdim=True) / count)
-            # Zero (weighted) mean already: the re-centring is a no-op.
-            intra = _pearson_parts(col_ps.mul_(weight), col_pt.mul_(weight),
-                                   rest, eps, zero_grad_where_constant)
-        num_classes = ps.size(1)
-        intra_loss = (1 - intra[2].sum() / num_classes) * any_valid
-        t2 = temperature**2
-        value = t2 * (beta * inter_loss + gamma * intra_loss)
-        grad = None
-        if need_grad:
-            # dL/dp_s, then through the softmax and the 1/T. (Dropped rows
-            # get 0 from both terms: their deviations are 0.)
-            grad_p = _pearson_grad(*inter).mul_(row_weight).mul_(-beta * t2)
-            grad_p.add_(_pearson_grad(*intra),
-                        alpha=-gamma * t2 / num_classes)
-            dot = (grad_p * ps).sum(1, keepdim=True)
-            grad = grad_p.sub_(dot).mul_(ps)
-            if scale != 1.0:
-                grad.mul_(scale)
-    return _finish(student, value, grad)
+    return _fused(_dist, student, teacher, beta, gamma, temperature, valid,
+                  eps, zero_grad_where_constant)
+
+
+def _dist(student, need_grad, teacher, beta, gamma, temperature, valid, eps,
+          zero_grad_where_constant):
+    scale = 1.0 / temperature
+    ps = F.softmax(_scaled(student, scale), 1)
+    pt = F.softmax(_scaled(teacher, scale), 1)
+    rest = [d for d in range(student.dim()) if d != 1]
+    if valid is None:
+        weight = None
+        row_weight = 1.0 / (ps.numel() // ps.size(1))
+        any_valid = 1.0
+    else:
+        weight = valid.unsqueeze(1).to(ps.dtype)
+        count = weight.sum().clamp_(min=1)
+        row_weight = weight / count
+        any_valid = weight.amax()
+    # Inter-class: rows.
+    inter = _pearson_parts(ps, pt, 1, eps, zero_grad_where_constant)
+    inter_loss = any_valid - _reduce(inter[2], row_weight)
+    # Intra-class: columns, over the kept rows only. Dropped rows get
+    # deviation 0 (they then add nothing to either norm or the dot).
+    if weight is None:
+        intra = _pearson_parts(ps, pt, rest, eps,
+                               zero_grad_where_constant)
+    else:
+        col_ps = (ps - (ps * weight).sum(rest, keepdim=True) / count)
+        col_pt = (pt - (pt * weight).sum(rest, keepdim=True) / count)
+        # Zero (weighted) mean already: the re-centring is a no-op.
+        intra = _pearson_parts(col_ps.mul_(weight), col_pt.mul_(weight),
+                               rest, eps, zero_grad_where_constant)
+    num_classes = ps.size(1)
+    intra_loss = (1 - intra[2].sum() / num_classes) * any_valid
+    t2 = temperature**2
+    value = t2 * (beta * inter_loss + gamma * intra_loss)
+    grad = None
+    if need_grad:
+        # dL/dp_s, then through the softmax and the 1/T. (Dropped rows
+        # get 0 from both terms: their deviations are 0.)
+        grad_p = _pearson_grad(*inter).mul_(row_weight).mul_(-beta * t2)
+        grad_p.add_(_pearson_grad(*intra),
+                    alpha=-gamma * t2 / num_classes)
+        dot = (grad_p * ps).sum(1, keepdim=True)
+        grad = grad_p.sub_(dot).mul_(ps)
+        if scale != 1.0:
+            grad.mul_(scale)
+    return value, grad
 
 
 class _CorrelationMatching(torch.autograd.Function):

@@ -366,7 +366,9 @@ class BaseLogitLoss(nn.Module):
         labels = check_labels(labels, student_logits, self.requires_labels,
                               self.loss_name)
         student = to_float(student_logits)
-        teacher = to_float(teacher_logits).detach()
+        teacher = to_float(teacher_logits)
+        if teacher.requires_grad:
+            teacher = teacher.detach()
         if student.numel() == 0:
             # Nothing to distil: a zero that keeps the graph connected.
             return student.sum() * 0.
