@@ -25,6 +25,7 @@ MaskFormer, Mask2Former                 ``log`` of the per-pixel semantic
                                         ``einsum(softmax(cls)[..., :-1],
                                         sigmoid(mask))``, last decoder layer,
                                         at mask resolution
+Conformer (CNN and transformer scores)  their sum, as its ``predict`` does
 mmpretrain ``ImageClassifier``          ``head``: its class scores (VGG:
                                         the backbone's classifier, passed
                                         through ``ClsHead``; DeiT teachers:
@@ -50,6 +51,10 @@ _TUPLE_INDEX = {
     'DDRHead': 0,
     'PIDHead': 1,
     'IterativeDecodeHead': -1,
+}
+# Head type name -> how its own predict() combines a tuple output.
+_TUPLE_COMBINE = {
+    'ConformerHead': lambda output: output[0] + output[1],
 }
 _QUERY_HEADS = ('MaskFormerHead', 'Mask2FormerHead')
 _SEMANTIC_EPS = 1e-6
@@ -92,6 +97,10 @@ def _extractor(module: nn.Module, index: Optional[int]) -> Callable:
     names = _type_names(module)
     if index is None and any(n in _QUERY_HEADS for n in names):
         return query_semantic_logits
+    combine = next((_TUPLE_COMBINE[n] for n in names if n in _TUPLE_COMBINE),
+                   None)
+    if index is None and combine is not None:
+        return combine
     if index is None:
         index = next((_TUPLE_INDEX[n] for n in names if n in _TUPLE_INDEX),
                      None)
