@@ -23,7 +23,7 @@ def labels_for(num_rows, num_classes, seed=0):
 
 # ---------------------------------------------------------------- PLD
 def pld_transcription(student, teacher, labels, tau):
-    """REFERENCE.md section 4, element by element."""
+    """The PLD paper's loss (arXiv 2506.12542), element by element."""
     total = 0.
     for s, t, y in zip(student.tolist(), teacher.tolist(), labels.tolist()):
         others = sorted((c for c in range(len(s)) if c != y),

@@ -1,4 +1,4 @@
-"""BDD: balance divergence distillation (REFERENCE.md section 1)."""
+"""BDD: balance divergence distillation (arXiv 2501.07804)."""
 from typing import Optional
 
 from torch import Tensor
@@ -14,7 +14,7 @@ MODES = ('pixel', 'channel')
 class BalanceDivergenceLoss(BaseLogitLoss):
     r"""Forward KL plus a compensating reverse KL (BDD, arXiv 2501.07804).
 
-    Implements REFERENCE.md section 1, adopted formulation:
+    The adopted formulation:
 
     .. math::
         L = w_f T_f^2\, KL(p_t^{T_f} \| p_s^{T_f})

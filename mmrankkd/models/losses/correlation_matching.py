@@ -1,4 +1,4 @@
-"""CMKD: correlation matching KD (REFERENCE.md section 3)."""
+"""CMKD: correlation matching KD (arXiv 2410.06561)."""
 from typing import Optional
 
 from torch import Tensor
@@ -15,8 +15,9 @@ WEIGHTINGS = ('entropy', 'fixed')
 class CorrelationMatchingLoss(BaseLogitLoss):
     r"""Pearson + Spearman correlation matching (CMKD, arXiv 2410.06561).
 
-    Implements REFERENCE.md section 3, adopted formulation. Per row (sample,
-    or valid pixel of dense logits), with :math:`p^T = softmax(z / T)`:
+    Our adopted formulation (what is the paper's and what is ours: below).
+    Per row (sample, or kept pixel of dense logits), with
+    :math:`p^T = softmax(z / T)`:
 
     .. math::
         L_P = 1 - \rho(p_s^T, p_t^T), \qquad

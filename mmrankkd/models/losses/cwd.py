@@ -1,4 +1,4 @@
-"""CWD: channel-wise distillation (baseline; REFERENCE.md)."""
+"""CWD: channel-wise distillation (baseline)."""
 from typing import Optional
 
 from torch import Tensor
@@ -12,7 +12,7 @@ from .utils import BaseLogitLoss, channel_distributions
 class CWDLoss(BaseLogitLoss):
     r"""Channel-wise distillation (Shu et al., ICCV 2021).
 
-    Implements REFERENCE.md "Baselines", CWD, as mmrazor's
+    As mmrazor's
     ``ChannelWiseDivergence``: each class channel of an image is turned into
     a distribution over its H*W positions,
 

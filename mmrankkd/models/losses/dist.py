@@ -1,4 +1,4 @@
-"""DIST: inter- and intra-class Pearson relations (baseline; REFERENCE.md)."""
+"""DIST: inter- and intra-class Pearson relations (baseline)."""
 from typing import Optional
 
 from torch import Tensor
@@ -13,8 +13,8 @@ class DISTLoss(BaseLogitLoss):
     r"""DIST: knowledge distillation from a stronger teacher (Huang et al.,
     NeurIPS 2022).
 
-    Implements REFERENCE.md "Baselines", DIST, as the authors' code
-    (DIST_KD; mmrazor's ``DISTLoss`` is the same) does:
+    As the authors' code (DIST_KD; mmrazor's ``DISTLoss`` is the same)
+    computes it:
 
     .. math::
         inter = 1 - \mathrm{mean}_{rows}\, \rho(p_s, p_t), \quad

@@ -1,4 +1,4 @@
-"""DKD: decoupled knowledge distillation (baseline; REFERENCE.md)."""
+"""DKD: decoupled knowledge distillation (baseline)."""
 from typing import Optional
 
 from torch import Tensor
@@ -12,7 +12,7 @@ from .utils import BaseLogitLoss, row_weights
 class DKDLoss(BaseLogitLoss):
     r"""Decoupled knowledge distillation (Zhao et al., CVPR 2022).
 
-    Implements REFERENCE.md "Baselines", DKD, as in the authors' mdistiller:
+    As the authors' mdistiller computes it:
 
     .. math::
         L = \alpha \cdot TCKD + \beta \cdot NCKD, \quad

@@ -1,4 +1,4 @@
-"""Hinton knowledge distillation (baseline; REFERENCE.md "Baselines": KD)."""
+"""Hinton knowledge distillation (baseline)."""
 from typing import Optional
 
 from torch import Tensor
@@ -12,7 +12,7 @@ from .utils import BaseLogitLoss, row_weights
 class KDLoss(BaseLogitLoss):
     r"""Vanilla knowledge distillation (Hinton et al., 2015).
 
-    Implements REFERENCE.md "Baselines every comparison needs", KD, exactly:
+    Exactly:
 
     .. math::
         L = T^2 \cdot \mathrm{mean}_{rows}\, KL(p_t^T \,\|\, p_s^T),

@@ -1,4 +1,4 @@
-"""RKKD: Kendall's tau ranking loss (REFERENCE.md section 2)."""
+"""RKKD: Kendall's tau ranking loss (arXiv 2409.17823)."""
 from typing import Optional
 
 from torch import Tensor
@@ -13,7 +13,7 @@ from .utils import BaseLogitLoss, logits_to_rows, weighted_mean
 class KendallRankLoss(BaseLogitLoss):
     r"""Rank-consistency loss from Kendall's tau (RKKD, arXiv 2409.17823).
 
-    Implements REFERENCE.md section 2. On raw logits (no softmax) of each row
+    On raw logits (no softmax) of each row
     (a sample, or a pixel of dense logits):
 
     .. math::

@@ -1,4 +1,4 @@
-"""PLD: Plackett-Luce distillation (REFERENCE.md section 4)."""
+"""PLD: Plackett-Luce distillation (arXiv 2506.12542)."""
 from typing import Optional
 
 import torch
@@ -19,7 +19,7 @@ def teacher_optimal_permutation(teacher: Tensor, labels: Tensor) -> Tensor:
 class PlackettLuceLoss(BaseLogitLoss):
     r"""Plackett-Luce distillation (PLD, arXiv 2506.12542).
 
-    Implements REFERENCE.md section 4 exactly (fully confirmed). With the
+    Exactly the paper's loss. With the
     teacher-optimal permutation :math:`\pi^*` = [y] + the other classes in
     descending teacher logit:
 

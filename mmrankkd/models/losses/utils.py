@@ -180,8 +180,9 @@ class BaseLogitLoss(nn.Module):
     """Common front end of every logit distillation loss in mmrankkd.
 
     ``forward`` checks the inputs, upcasts fp16/bf16 to float32, detaches
-    the teacher, calls :meth:`compute` and multiplies by ``loss_weight``.
-    Subclasses implement :meth:`compute` only.
+    the teacher, calls :meth:`compute` (with autocast disabled, so under
+    AMP everything is computed in float32) and multiplies by
+    ``loss_weight``. Subclasses implement :meth:`compute` only.
 
     Layout errors (types, ranks, shapes, label dtype, missing labels) raise
     on the call that has them. Value errors (NaN/Inf in the student or
@@ -378,7 +379,14 @@ class BaseLogitLoss(nn.Module):
         self._check_values(student, teacher, labels if used else None, valid)
         if labels is not None and self.requires_labels:
             labels = labels.clamp(0, student.size(1) - 1)
-        loss = self.compute(student, teacher, labels, valid)
+        device_type = student.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Under AMP every op here stays in float32 (autocast would run
+            # the kernels' matmuls/reductions in fp16/bf16).
+            with torch.autocast(device_type, enabled=False):
+                loss = self.compute(student, teacher, labels, valid)
+        else:
+            loss = self.compute(student, teacher, labels, valid)
         if self.loss_weight != 1.0:
             loss = loss * self.loss_weight
         return loss
