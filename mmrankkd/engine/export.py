@@ -40,7 +40,8 @@ def student_state_dict(checkpoint: dict) -> dict:
 def student_config(distill_cfg: Config) -> Config:
     """A plain config for the student: the distillation config with its
     ``model`` replaced by the student model, plain val/test loops, no
-    agreement metrics and no ``custom_imports`` of mmrankkd."""
+    agreement metrics, no mmrankkd hooks and no ``custom_imports`` of
+    mmrankkd."""
     from mmrankkd.models.distillers import resolve_model_cfg
     cfg = copy.deepcopy(distill_cfg)
     model, scope = resolve_model_cfg(cfg.model.student, 'student')
@@ -59,6 +60,9 @@ def student_config(distill_cfg: Config) -> Config:
     for key, loop in (('val_cfg', 'ValLoop'), ('test_cfg', 'TestLoop')):
         if key in cfg and 'mmrankkd' in str(cfg[key].get('type', '')):
             cfg[key] = ConfigDict(type=loop)
+    hooks = [h for h in cfg.get('custom_hooks') or [] if keep(h)]
+    if 'custom_hooks' in cfg:
+        cfg.custom_hooks = hooks
     imports = cfg.get('custom_imports')
     if imports:
         rest = [m for m in imports.get('imports', [])
