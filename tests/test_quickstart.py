@@ -133,3 +133,33 @@ def test_quickstart_runs_end_to_end(tmp_path):
     exported = Config.fromfile(str(work_dir / 'distilled' / 'student.py'))
     assert exported.test_dataloader.dataset.data_root == str(
         work_dir / 'data' / 'synthetic_cityscapes')
+
+
+@pytest.mark.parametrize('threads, expected', [(1, '1'), (3, '3'),
+                                               (0, 'unset')])
+def test_training_processes_get_the_thread_count(tmp_path, monkeypatch,
+                                                 threads, expected):
+    """--threads reaches every tools/train.py process as OMP_NUM_THREADS
+    (0: the environment's own setting)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'quickstart', osp.join(REPO, 'tools', 'quickstart.py'))
+    quickstart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quickstart)
+    seen = {}
+
+    class FakeProcess:
+        stdout = iter(())
+
+        def __init__(self, cmd, env, **kwargs):
+            seen['env'] = env
+
+        def wait(self):
+            return 1
+
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setattr(quickstart.subprocess, 'Popen', FakeProcess)
+    with pytest.raises(SystemExit):
+        quickstart.train(TEACHER, str(tmp_path), 0.01, 0, str(tmp_path),
+                         False, threads=threads)
+    assert seen['env'].get('OMP_NUM_THREADS', 'unset') == expected

@@ -13,10 +13,12 @@
 #
 #   python tools/quickstart.py [--work-dir work_dirs/quickstart]
 #                              [--iters-scale 1.0] [--seed 0] [--verbose]
+#                              [--threads 1]
 #   python tools/quickstart.py --report-only   # redo table + figure only
 #
-# Measured on this 2-core CPU: 5m33s (teacher 2m09s, distilled student
-# 1m55s, student alone 1m08s); results are deterministic for a seed.
+# Measured on this 2-core CPU with torch's default of 2 threads: 5m33s
+# (teacher 2m09s, distilled student 1m55s, student alone 1m08s). Results are
+# deterministic for a seed and a --threads value.
 import argparse
 import glob
 import json
@@ -38,6 +40,10 @@ DISTILL_CFG = osp.join(
     CONFIGS, 'distill_bdd-kendall_r18w32-to-r18w16_synthcity-64x128.py')
 DATA = dict(num_train=200, num_val=20, height=128, width=256)
 NUM_SHOWN = 3  # validation images in the figure
+# CPU threads per process. One: on a small machine whose cores other
+# processes also use, torch's small ops spin in OpenMP barriers with two
+# threads (measured on 2 cores, see the README's "Timing on small machines").
+DEFAULT_THREADS = 1
 
 # Runner output shown in the terminal (everything goes to the log files).
 _SHOWN = re.compile(r'Iter\(train\)|Iter\(val\) \[\d+/\d+\] +aAcc|'
@@ -72,7 +78,23 @@ def parse_args():
         '--verbose',
         action='store_true',
         help='show all runner output, not only progress lines')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=DEFAULT_THREADS,
+        help='CPU threads of each training and inference process '
+        f'(OMP_NUM_THREADS; default {DEFAULT_THREADS}, see the README\'s '
+        '"Timing on small machines"); 0 leaves the environment\'s or '
+        'torch\'s default (one per core)')
     return parser.parse_args()
+
+
+def thread_env(threads):
+    """Environment variables that give a process ``threads`` CPU threads
+    (none for 0: the environment's or torch's default)."""
+    if threads <= 0:
+        return {}
+    return dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
 
 def _fmt_time(seconds):
@@ -107,7 +129,7 @@ class Stages:
 
 
 def train(config, work_dir, iters_scale, seed, data_root, verbose,
-          extra=()):
+          extra=(), threads=0):
     """Runs tools/train.py on ``config``; returns (checkpoint, seconds)."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
@@ -136,7 +158,7 @@ def train(config, work_dir, iters_scale, seed, data_root, verbose,
     log_path = osp.join(work_dir, 'train_output.log')
     print(f'    {osp.relpath(config, REPO)}: {iters} iterations, '
           f'output in {log_path}', flush=True)
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **thread_env(threads))
     start = time.time()
     lines = []
     with open(log_path, 'w') as log:
@@ -482,6 +504,9 @@ def main():
     stages = Stages(2 if args.report_only else 5)
     print(f'mmrankkd quick-start: everything goes under {work_dir}',
           flush=True)
+    if args.threads > 0:
+        import torch
+        torch.set_num_threads(args.threads)
 
     stages.begin('Synthetic street scenes (Cityscapes layout)')
     from mmrankkd.datasets import make_synthetic_cityscapes
@@ -502,7 +527,8 @@ def main():
     runs = {}
     stages.begin('Teacher: PSPNet R18-D8, half width, trained from scratch')
     ckpt, secs = train(TEACHER_CFG, osp.join(work_dir, 'teacher'),
-                       args.iters_scale, args.seed, data_root, args.verbose)
+                       args.iters_scale, args.seed, data_root, args.verbose,
+                       threads=args.threads)
     runs['teacher'] = dict(title='teacher', config=TEACHER_CFG, ckpt=ckpt,
                            seconds=secs)
     stages.end(f'checkpoint {ckpt}')
@@ -512,14 +538,16 @@ def main():
     ckpt, secs = train(
         DISTILL_CFG, osp.join(work_dir, 'distilled'), args.iters_scale,
         args.seed, data_root, args.verbose,
-        extra=[f'model.teacher_ckpt={runs["teacher"]["ckpt"]}'])
+        extra=[f'model.teacher_ckpt={runs["teacher"]["ckpt"]}'],
+        threads=args.threads)
     runs['distilled'] = dict(title='distilled student', config=DISTILL_CFG,
                              ckpt=ckpt, seconds=secs)
     stages.end(f'checkpoint {ckpt}')
 
     stages.begin('Student alone: same network and schedule, no teacher')
     ckpt, secs = train(STUDENT_CFG, osp.join(work_dir, 'student'),
-                       args.iters_scale, args.seed, data_root, args.verbose)
+                       args.iters_scale, args.seed, data_root, args.verbose,
+                       threads=args.threads)
     runs['student'] = dict(title='student alone', config=STUDENT_CFG,
                            ckpt=ckpt, seconds=secs)
     stages.end(f'checkpoint {ckpt}')
