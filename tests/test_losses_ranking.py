@@ -11,7 +11,7 @@ from scipy import stats
 
 from mmrankkd.evaluation import kendall_tau
 from mmrankkd.models.losses import CorrelationMatchingLoss, KendallRankLoss
-from mmrankkd.models.losses.pairwise import (DEFAULT_BLOCK_BYTES,
+from mmrankkd.models.losses.pairwise import (DEFAULT_BLOCK_BYTES, _Layout,
                                              centred_hard_rank, hard_rank,
                                              naive_pairwise_sign_agreement,
                                              naive_soft_rank,
@@ -175,7 +175,7 @@ def test_correlation_matching_matches_transcription_and_nonzero_minimum():
     assert sharp(teacher.clone(), teacher) < 1e-6
 
 
-def test_correlation_matching_gradient_matches_transcription():
+def test_correlation_matching_gradient_matches_transcription(layout):
     gen = torch.Generator().manual_seed(19)
     student = torch.randn(5, 9, generator=gen, dtype=torch.float64)
     teacher = torch.randn(5, 9, generator=gen, dtype=torch.float64)
@@ -208,6 +208,14 @@ def test_correlation_matching_gradient_matches_transcription():
         torch.testing.assert_close(s1.grad, s2.grad)
 
 
+@pytest.fixture(params=['rows first', 'rows last'])
+def layout(request, monkeypatch):
+    """Run a kernel test with the pair blocks laid out either way (the
+    kernels choose by shape: rows last for many rows of few classes)."""
+    monkeypatch.setattr(_Layout, 'force', request.param == 'rows last')
+    return request.param
+
+
 # Budgets around the blocks of 5 rows x 7 classes (float64, 2-3 buffers):
 # single-row tiles of one first member (1 byte: the smallest possible),
 # partial tiles, rows per block not dividing 5, everything in one block.
@@ -219,7 +227,7 @@ BUDGETS = [1, 200, 700, 1500, 4000, 10**9]
 @pytest.mark.parametrize('topk', [None, 3])
 @pytest.mark.parametrize('smooth_teacher', [False, True])
 def test_blockwise_kendall_kernel_equals_naive(block_bytes, surrogate, topk,
-                                               smooth_teacher):
+                                               smooth_teacher, layout):
     gen = torch.Generator().manual_seed(10)
     student = torch.randn(5, 7, generator=gen,
                           dtype=torch.float64).requires_grad_()
@@ -240,7 +248,7 @@ def test_blockwise_kendall_kernel_equals_naive(block_bytes, surrogate, topk,
     torch.testing.assert_close(results[0][1], results[1][1])
 
 
-def test_kendall_kernel_float32_at_imagenet_width():
+def test_kendall_kernel_float32_at_imagenet_width(layout):
     """One block vs many, float32, 1000 classes, against float64: A within
     1e-6 of its range C (C - 1) (tau within 1e-6), gradients close."""
     gen = torch.Generator().manual_seed(14)
@@ -258,7 +266,7 @@ def test_kendall_kernel_float32_at_imagenet_width():
                                    atol=1e-5)
 
 
-def test_hard_sign_kernel_is_kendall_tau_a():
+def test_hard_sign_kernel_is_kendall_tau_a(layout):
     gen = torch.Generator().manual_seed(15)
     a = torch.randint(0, 6, (4, 11), generator=gen).double()  # many ties
     b = torch.randint(0, 6, (4, 11), generator=gen).double()
@@ -322,7 +330,7 @@ def test_centred_hard_rank_is_hard_rank_minus_mean():
 
 
 @pytest.mark.parametrize('block_bytes', BUDGETS)
-def test_blockwise_soft_rank_equals_naive(block_bytes):
+def test_blockwise_soft_rank_equals_naive(block_bytes, layout):
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(5, 7, generator=gen, dtype=torch.float64)
     x[1, :3] = 0.2  # ties
@@ -336,7 +344,7 @@ def test_blockwise_soft_rank_equals_naive(block_bytes):
     torch.testing.assert_close(g1, g2)
 
 
-def test_kernels_gradcheck_across_blocks():
+def test_kernels_gradcheck_across_blocks(layout):
     gen = torch.Generator().manual_seed(12)
     s = torch.randn(3, 5, generator=gen, dtype=torch.float64,
                     requires_grad=True)

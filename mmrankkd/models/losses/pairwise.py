@@ -140,37 +140,119 @@ def _buffer(storage: Tensor, shape) -> Tensor:
     return storage.resize_(shape)
 
 
-def _join(blocks: Tuple[Block, ...], parts: List[Tensor]) -> Tensor:
-    """Assemble per-block (rows, first members) results into (R, K)."""
-    tiles, current, key = [], [], None
-    for block, part in zip(blocks, parts):
-        if block[2:] != key and current:
-            tiles.append(torch.cat(current) if len(current) > 1 else
-                         current[0])
-            current = []
-        key = block[2:]
-        current.append(part)
-    tiles.append(torch.cat(current) if len(current) > 1 else current[0])
-    return torch.cat(tiles, 1) if len(tiles) > 1 else tiles[0]
+class _Layout:
+    """Where rows, first members and second members of a pair block live.
+
+    Rows first, blocks (rows, first, second): for few rows of many classes
+    (ImageNet). Rows last, blocks (first, second, rows) on the class-major
+    (C, R) copy of the rows: for many rows of few classes (every pixel of
+    Cityscapes logits is a row of 19), so that the innermost, contiguous
+    dimension is long instead of 19 wide. 2-D per-block results are (rows,
+    members) or (members, rows) accordingly.
+    """
+
+    #: None: choose per call (:meth:`choose`); True/False: force (tests).
+    force = None
+
+    def __init__(self, rows_last: bool):
+        self.rows_last = rows_last
+        if rows_last:
+            self.first, self.second, self.row = 0, 1, 2
+            self.member_axis, self.row_axis = 0, 1
+        else:
+            self.row, self.first, self.second = 0, 1, 2
+            self.row_axis, self.member_axis = 0, 1
+
+    @classmethod
+    def choose(cls, num_rows: int, num_cols: int) -> '_Layout':
+        if cls.force is not None:
+            return cls(cls.force)
+        return cls(num_rows >= 4 * num_cols and num_rows >= 256)
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """(R, C) rows -> the layout's 2-D base ((C, R) when rows last)."""
+        return x.t().contiguous() if self.rows_last else x
+
+    def finish(self, x: Tensor) -> Tensor:
+        """A 2-D result back to (R, ...)."""
+        return x.t() if self.rows_last else x
+
+    def first_members(self, x: Tensor, blocks) -> dict:
+        """Per tile (a, b), the prepared ``x``'s first members [a, b) as a
+        broadcastable block operand."""
+        base = x.unsqueeze(1) if self.rows_last else x.unsqueeze(2)
+        return _tile_views(base, blocks, self.first)
+
+    def second_members(self, x: Tensor) -> Tensor:
+        return x.unsqueeze(0) if self.rows_last else x.unsqueeze(1)
+
+    def shape(self, block: Block, num_cols: int) -> tuple:
+        r0, r1, a, b = block
+        if self.rows_last:
+            return (b - a, num_cols - a, r1 - r0)
+        return (r1 - r0, b - a, num_cols - a)
+
+    def rows(self, x: Tensor, block: Block) -> Tensor:
+        return _narrow(x, self.row, block[0], block[1])
+
+    def seconds(self, x: Tensor, block: Block, num_cols: int) -> Tensor:
+        """Rows of ``block`` and its second members [a, C)."""
+        return _narrow(self.rows(x, block), self.second, block[2], num_cols)
+
+    def over_seconds(self, p: Tensor, weights: Optional[Tensor] = None):
+        """sum_j (c_j) p_ij: 2-D (rows, first members) result."""
+        if weights is None:
+            return p.sum(self.second)
+        return torch.matmul(weights, p) if self.rows_last else \
+            torch.matmul(p, weights)
+
+    def over_firsts(self, p: Tensor) -> Tensor:
+        """sum_i p_ij: 2-D (rows, second members) result."""
+        return p.sum(self.first)
+
+    def over_both(self, p: Tensor, weights: Optional[Tensor] = None):
+        """sum_ij (c_j) p_ij per row: (rows,)."""
+        if weights is None:
+            return p.sum((self.first, self.second))
+        return torch.matmul(weights, p.sum(0)) if self.rows_last else \
+            torch.matmul(p.sum(1), weights)
+
+    def join(self, blocks, parts: List[Tensor]) -> Tensor:
+        """Per-block 2-D (rows, first members) results -> (R, K) in the
+        layout's orientation."""
+        tiles, current, key = [], [], None
+        for block, part in zip(blocks, parts):
+            if block[2:] != key and current:
+                tiles.append(_cat(current, self.row_axis))
+                current = []
+            key = block[2:]
+            current.append(part)
+        tiles.append(_cat(current, self.row_axis))
+        return _cat(tiles, self.member_axis)
+
+    def column_sums(self, blocks, parts, num_rows: int, num_cols: int,
+                    like: Tensor):
+        """Sum per-block 2-D (rows, second members [a, C)) results into
+        (start, total), ``total`` the sums of the second members
+        [start, C) (the first part itself when it spans all rows and the
+        widest range, else zeros), in the layout's orientation."""
+        start = min(block[2] for block in blocks)
+        if blocks[0][2] == start and blocks[0][1] - blocks[0][0] == num_rows:
+            total, rest = parts[0], zip(blocks[1:], parts[1:])
+        else:
+            shape = [0, 0]
+            shape[self.row_axis] = num_rows
+            shape[self.member_axis] = num_cols - start
+            total = like.new_zeros(shape)
+            rest = zip(blocks, parts)
+        for (r0, r1, a, _), part in rest:
+            _narrow(_narrow(total, self.row_axis, r0, r1), self.member_axis,
+                    a - start, num_cols - start).add_(part)
+        return start, total
 
 
-def _column_sums(blocks, parts, shape, like: Tensor, dim: int = 1):
-    """Sum per-block (rows, second members [a, C)) results (second members
-    along ``dim``) into (start, total): ``total`` holds the sums of the
-    second members [start, C) (the first part itself when it spans all
-    rows and the widest range, else a zero tensor)."""
-    first_rows = blocks[0][1] - blocks[0][0]
-    start = min(block[2] for block in blocks)
-    if blocks[0][2] == start and first_rows == shape[0]:
-        total, rest = parts[0], zip(blocks[1:], parts[1:])
-    else:
-        total = like.new_zeros(shape[:dim] + (shape[dim] - start, ) +
-                               shape[dim + 1:])
-        rest = zip(blocks, parts)
-    for (r0, r1, a, _), part in rest:
-        _narrow(_narrow(total, 0, r0, r1), dim, a - start,
-                total.size(dim)).add_(part)
-    return start, total
+def _cat(parts: List[Tensor], dim: int) -> Tensor:
+    return torch.cat(parts, dim) if len(parts) > 1 else parts[0]
 
 
 def surrogate_sign(x: Tensor, surrogate: str) -> Tensor:
@@ -231,42 +313,32 @@ class _PairwiseSignAgreement(torch.autograd.Function):
         blocks = plan_blocks(num_rows, num_first, num_cols, buffers * elem,
                              int(block_bytes), num_rows * num_cols * elem,
                              student.device.type, _KENDALL_BLOCKS)
+        layout = _Layout.choose(num_rows, num_cols)
         topk = num_first < num_cols
+        weights = None
         if topk:  # c_j: 2 inside the top K, 1 outside
             weights = torch.ones(num_cols, dtype=x.dtype, device=x.device)
             weights[:num_first] = 2
-        x_first = _tile_views(x.unsqueeze(2), blocks, 1)
-        x_second = x.unsqueeze(1)
-        t_first = _tile_views(teacher_sorted.unsqueeze(2), blocks, 1)
-        t_second = teacher_sorted.unsqueeze(1)
+        x = layout.prepare(x)
+        t = layout.prepare(teacher_sorted)
+        x_first = layout.first_members(x, blocks)
+        t_first = layout.first_members(t, blocks)
+        x_second = layout.second_members(x)
+        t_second = layout.second_members(t)
         largest = max((r1 - r0) * (b - a) * (num_cols - a)
                       for r0, r1, a, b in blocks)
         storage = [x.new_empty(largest) for _ in range(buffers)]
         values, mask_sums, row_parts, col_parts = [], [], [], []
-
-        def weighted_rows(p, block):
-            # sum_j c_j p_ij over the block's second members
-            if not topk:
-                return p.sum(2)
-            return torch.matmul(p, _narrow(weights, 0, block[2], num_cols))
-
-        def total(p, block):
-            # sum_ij c_j p_ij per row
-            if not topk:
-                return p.sum((1, 2))
-            return torch.matmul(p.sum(1), _narrow(weights, 0, block[2],
-                                                  num_cols))
-
         for block in blocks:
-            r0, r1, a, b = block
-            shape = (r1 - r0, b - a, num_cols - a)
+            a, b = block[2:]
+            shape = layout.shape(block, num_cols)
+            c = None if weights is None else _narrow(weights, 0, a, num_cols)
             u = _buffer(storage[0], shape)
-            torch.sub(_rows(x_first[a, b], block),
-                      _rows(_narrow(x_second, 2, a, num_cols), block),
-                      out=u)
+            torch.sub(layout.rows(x_first[a, b], block),
+                      layout.seconds(x_second, block, num_cols), out=u)
             w = _buffer(storage[1], shape)
-            t_i = _rows(t_first[a, b], block)
-            t_j = _rows(_narrow(t_second, 2, a, num_cols), block)
+            t_i = layout.rows(t_first[a, b], block)
+            t_j = layout.seconds(t_second, block, num_cols)
             if smooth_teacher:
                 torch.sub(t_i, t_j, out=w)
                 _surrogate_sign_(w.clamp_min_(0).mul_(steepness), surrogate)
@@ -274,31 +346,31 @@ class _PairwiseSignAgreement(torch.autograd.Function):
                 torch.gt(t_i, t_j, out=w)
             if fast:
                 v = u.sigmoid_().mul_(w)
-                values.append(total(v, block))
+                values.append(layout.over_both(v, c))
                 if need_grad:
                     p = v.addcmul_(v, v, value=-1)
-                    row_parts.append(weighted_rows(p, block))
-                    col_parts.append(p.sum(1))
+                    row_parts.append(layout.over_seconds(p, c))
+                    col_parts.append(layout.over_firsts(p))
             elif surrogate == 'sign':
-                values.append(total(u.sign_().mul_(w), block))
+                values.append(layout.over_both(u.sign_().mul_(w), c))
             elif sigmoid_family:  # smooth teacher
-                mask_sums.append(total(w, block))
+                mask_sums.append(layout.over_both(w, c))
                 if need_grad:
                     p = torch.ops.aten.sigmoid_backward.grad_input(
                         w, u.sigmoid_(), grad_input=_buffer(storage[2],
                                                             shape))
-                    row_parts.append(weighted_rows(p, block))
-                    col_parts.append(p.sum(1))
+                    row_parts.append(layout.over_seconds(p, c))
+                    col_parts.append(layout.over_firsts(p))
                 else:
                     u.sigmoid_()
-                values.append(total(u.mul_(w), block))
+                values.append(layout.over_both(u.mul_(w), c))
             else:  # erf
                 v = torch.erf(u, out=_buffer(storage[2], shape))
-                values.append(total(v.mul_(w), block))
+                values.append(layout.over_both(v.mul_(w), c))
                 if need_grad:
                     p = u.square_().neg_().exp_().mul_(w)
-                    row_parts.append(weighted_rows(p, block))
-                    col_parts.append(p.sum(1))
+                    row_parts.append(layout.over_seconds(p, c))
+                    col_parts.append(layout.over_firsts(p))
         del storage
         # Without top-k, c = 2 everywhere: applied here, not per block.
         agreement = _rows_total(blocks, values, num_rows)
@@ -314,9 +386,10 @@ class _PairwiseSignAgreement(torch.autograd.Function):
             agreement = agreement.mul_(2)
         if need_grad:
             # (Every part is a fresh reduction result: in place is safe.)
-            _, cols = _column_sums(blocks, col_parts, (num_rows, num_cols),
-                                   x)
-            rows = _join(blocks, row_parts)
+            _, cols = layout.column_sums(blocks, col_parts, num_rows,
+                                         num_cols, x)
+            cols = layout.finish(cols)
+            rows = layout.finish(layout.join(blocks, row_parts))
             if topk:  # c_j on the column sums; rows have it already
                 cols.mul_(weights)
                 _narrow(cols, 1, 0, num_first).sub_(rows)
@@ -327,8 +400,8 @@ class _PairwiseSignAgreement(torch.autograd.Function):
                 scale * 2 / math.sqrt(math.pi)
             if not topk:
                 factor *= 2
-            grad = torch.empty_like(cols).scatter_(1, order,
-                                                   cols.mul_(-factor))
+            grad = student.new_empty(student.shape).scatter_(
+                1, order, cols.mul_(-factor))
             ctx.save_for_backward(grad)
         return agreement
 
@@ -467,10 +540,6 @@ def _tile_views(x: Tensor, blocks, dim: int) -> dict:
     return dict(zip(tiles, parts))
 
 
-def _rows(x: Tensor, block: Block) -> Tensor:
-    return _narrow(x, 0, block[0], block[1])
-
-
 def soft_rank_forward(x: Tensor, block_bytes: int,
                       shift: float = 0.0) -> Tensor:
     """r_i + shift, r_i = 1/2 + sum_j sigmoid(x_i - x_j), per row of (R, C)
@@ -481,45 +550,51 @@ def soft_rank_forward(x: Tensor, block_bytes: int,
     blocks = plan_blocks(num_rows, num_cols, num_cols, elem, int(block_bytes),
                          num_rows * num_cols * elem, x.device.type,
                          _SOFT_RANK_BLOCKS)
-    x_first = _tile_views(x.unsqueeze(2), blocks, 1)
-    x_second = x.unsqueeze(1)
+    layout = _Layout.choose(num_rows, num_cols)
+    xl = layout.prepare(x)
+    x_first = layout.first_members(xl, blocks)
+    x_second = layout.second_members(xl)
     storage = x.new_empty(max((r1 - r0) * (b - a) * (num_cols - a)
                               for r0, r1, a, b in blocks))
     row_parts, col_parts, col_blocks = [], [], []
     for block in blocks:
         r0, r1, a, b = block
-        u = _buffer(storage, (r1 - r0, b - a, num_cols - a))
-        torch.sub(_rows(x_first[a, b], block),
-                  _rows(_narrow(x_second, 2, a, num_cols), block), out=u)
+        u = _buffer(storage, layout.shape(block, num_cols))
+        torch.sub(layout.rows(x_first[a, b], block),
+                  layout.seconds(x_second, block, num_cols), out=u)
         u.sigmoid_()
-        row_parts.append(u.sum(2))
+        row_parts.append(layout.over_seconds(u))
         if b < num_cols:
-            col_parts.append(u.narrow(2, b - a, num_cols - b).sum(1))
+            col_parts.append(layout.over_firsts(
+                u.narrow(layout.second, b - a, num_cols - b)))
             col_blocks.append((r0, r1, b, b))
-    ranks = _join(blocks, row_parts)
+    ranks = layout.join(blocks, row_parts)
     # + 1/2 + a (the first member's tile start) + shift
-    ranks.add_(_tile_offsets(blocks, num_cols, 0.5 + shift, x))
+    ranks.add_(_tile_offsets(blocks, num_cols, 0.5 + shift, x,
+                             layout.rows_last))
     if col_parts:
-        start, cols = _column_sums(col_blocks, col_parts,
-                                   (num_rows, num_cols), x)
-        ranks.narrow(1, start, num_cols - start).sub_(cols)
-    return ranks
+        start, cols = layout.column_sums(col_blocks, col_parts, num_rows,
+                                         num_cols, x)
+        ranks.narrow(layout.member_axis, start, num_cols - start).sub_(cols)
+    return layout.finish(ranks)
 
 
 _OFFSETS = {}
 
 
-def _tile_offsets(blocks, num_cols: int, base: float, like: Tensor) -> Tensor:
-    """(C,) tensor: base + the start a of the tile of each first member;
-    made once per tiling, dtype and device (no host-to-device copy per
-    call)."""
+def _tile_offsets(blocks, num_cols: int, base: float, like: Tensor,
+                  column: bool) -> Tensor:
+    """base + the start a of the tile of each first member, as a (C,) row
+    (or a (C, 1) column), made once per tiling, dtype and device (no
+    host-to-device copy per call)."""
     tiles = tuple(sorted({block[2:] for block in blocks}))
-    key = (tiles, num_cols, base, like.dtype, str(like.device))
+    key = (tiles, num_cols, base, like.dtype, str(like.device), column)
     if key not in _OFFSETS:
         if len(_OFFSETS) > 64:
             _OFFSETS.clear()
         values = [base + a for a, b in tiles for _ in range(b - a)]
-        _OFFSETS[key] = torch.tensor(values, dtype=like.dtype).to(
+        offsets = torch.tensor(values, dtype=like.dtype)
+        _OFFSETS[key] = (offsets.unsqueeze(1) if column else offsets).to(
             like.device)
     return _OFFSETS[key]
 
@@ -528,33 +603,57 @@ def soft_rank_backward(x: Tensor, grad_ranks: Tensor,
                        block_bytes: int) -> Tensor:
     """dL/dx from G = dL/dr for :func:`soft_rank_forward`'s ranks.
 
-    dL/dx_m = sum_j (G_m - G_j) D_mj = G_m S1_m - S0_m with
-    D_ij = sigmoid'(x_i - x_j) (symmetric), S1_m = sum_j D_mj and
-    S0_m = sum_j D_mj G_j. A block (rows i in [a, b), columns j in [a, C))
-    holds D once (one buffer): its row sums of D and of D G_j give S1, S0
-    of its first members, and [G_i, 1]^T D over its columns beyond the
-    tile (j >= b) gives S0, S1 of those (by symmetry).
+    dL/dx_m = sum_j (G_m - G_j) D_mj with D_ij = sigmoid'(x_i - x_j)
+    (symmetric); a pair i < j adds F_ij = (G_i - G_j) D_ij to dL/dx_i and
+    -F_ij to dL/dx_j.
+
+    Rows first (few rows of many classes): one buffer per block holds D;
+    dL/dx_m = G_m S1_m - S0_m with S1_m = sum_j D_mj, S0_m = sum_j D_mj G_j:
+    the block's row sums of D and of D G_j give S1, S0 of its first members,
+    and [G_i, 1]^T D over its columns beyond the tile (j >= b, one ``bmm``)
+    those of its second members (by symmetry). Rows last: two buffers, F
+    in one fused pass (``sigmoid_backward``), its row and column sums.
     """
     num_rows, num_cols = x.shape
     elem = x.element_size()
-    blocks = plan_blocks(num_rows, num_cols, num_cols, elem, int(block_bytes),
-                         num_rows * num_cols * elem, x.device.type,
-                         _SOFT_RANK_BLOCKS)
-    grad_ranks = grad_ranks.contiguous()
-    x_first = _tile_views(x.unsqueeze(2), blocks, 1)
-    x_second = x.unsqueeze(1)
-    g_second = grad_ranks.unsqueeze(1)
-    g_first = _tile_views(
-        torch.stack([grad_ranks, torch.ones_like(grad_ranks)], 1), blocks, 2)
-    storage = x.new_empty(max((r1 - r0) * (b - a) * (num_cols - a)
-                              for r0, r1, a, b in blocks))
+    layout = _Layout.choose(num_rows, num_cols)
+    buffers = 2 if layout.rows_last else 1
+    blocks = plan_blocks(num_rows, num_cols, num_cols, buffers * elem,
+                         int(block_bytes), num_rows * num_cols * elem,
+                         x.device.type, _SOFT_RANK_BLOCKS)
+    largest = max((r1 - r0) * (b - a) * (num_cols - a)
+                  for r0, r1, a, b in blocks)
+    storage = [x.new_empty(largest) for _ in range(buffers)]
+    xl = layout.prepare(x)
+    gl = layout.prepare(grad_ranks.contiguous())
+    x_first = layout.first_members(xl, blocks)
+    x_second = layout.second_members(xl)
+    g_second = layout.second_members(gl)
+    if layout.rows_last:
+        g_first = layout.first_members(gl, blocks)
+    else:
+        g_first = _tile_views(
+            torch.stack([gl, torch.ones_like(gl)], 1), blocks, 2)
     s1_parts, s0_parts, col_parts, col_blocks = [], [], [], []
     for block in blocks:
         r0, r1, a, b = block
-        u = _buffer(storage, (r1 - r0, b - a, num_cols - a))
-        torch.sub(_rows(x_first[a, b], block),
-                  _rows(_narrow(x_second, 2, a, num_cols), block), out=u)
+        shape = layout.shape(block, num_cols)
+        u = _buffer(storage[0], shape)
+        torch.sub(layout.rows(x_first[a, b], block),
+                  layout.seconds(x_second, block, num_cols), out=u)
         u.sigmoid_()
+        if layout.rows_last:
+            g = _buffer(storage[1], shape)
+            torch.sub(layout.rows(g_first[a, b], block),
+                      layout.seconds(g_second, block, num_cols), out=g)
+            f = torch.ops.aten.sigmoid_backward.grad_input(g, u,
+                                                           grad_input=u)
+            s0_parts.append(layout.over_seconds(f))
+            if b < num_cols:
+                col_parts.append(layout.over_firsts(
+                    f.narrow(layout.second, b - a, num_cols - b)))
+                col_blocks.append((r0, r1, b, b))
+            continue
         d = u.addcmul_(u, u, value=-1)
         s1_parts.append(d.sum(2))
         if b < num_cols:
@@ -564,15 +663,42 @@ def soft_rank_backward(x: Tensor, grad_ranks: Tensor,
             col_blocks.append((r0, r1, b, b))
         s0_parts.append(
             d.mul_(_rows(_narrow(g_second, 2, a, num_cols), block)).sum(2))
-    s1 = _join(blocks, s1_parts)
-    s0 = _join(blocks, s0_parts)
+    if layout.rows_last:
+        grad = layout.join(blocks, s0_parts)
+        if col_parts:
+            start, cols = layout.column_sums(col_blocks, col_parts, num_rows,
+                                             num_cols, x)
+            grad.narrow(layout.member_axis, start,
+                        num_cols - start).sub_(cols)
+        return layout.finish(grad)
+    s1 = layout.join(blocks, s1_parts)
+    s0 = layout.join(blocks, s0_parts)
     if col_parts:
-        start, cols = _column_sums(col_blocks, col_parts,
-                                   (num_rows, 2, num_cols), x, dim=2)
+        start = min(block[2] for block in col_blocks)
+        cols = _stacked_column_sums(col_blocks, col_parts, num_rows,
+                                    num_cols, start, x)
         width = num_cols - start
         s0.narrow(1, start, width).add_(cols[:, 0])
         s1.narrow(1, start, width).add_(cols[:, 1])
     return s1.mul_(grad_ranks).sub_(s0)
+
+
+def _stacked_column_sums(blocks, parts, num_rows, num_cols, start, like):
+    """Sum per-block (rows, 2, second members [a, C)) results into
+    (R, 2, C - start)."""
+    if blocks[0][2] == start and blocks[0][1] - blocks[0][0] == num_rows:
+        total, rest = parts[0], zip(blocks[1:], parts[1:])
+    else:
+        total = like.new_zeros((num_rows, 2, num_cols - start))
+        rest = zip(blocks, parts)
+    for (r0, r1, a, _), part in rest:
+        _narrow(_narrow(total, 0, r0, r1), 2, a - start,
+                num_cols - start).add_(part)
+    return total
+
+
+def _rows(x: Tensor, block: Block) -> Tensor:
+    return _narrow(x, 0, block[0], block[1])
 
 
 class _SoftRank(torch.autograd.Function):
