@@ -91,8 +91,8 @@ def test_no_host_sync_after_the_first_call(name, ignore_index):
     assert host_syncs(step) == reads  # call 1: the checks are read
     assert not host_syncs(step)  # 2
     assert host_syncs(step) == reads  # 3: the deferred checks are read
-    for _ in range(3):  # 4, 5 and 7: nothing; 6: read
-        assert host_syncs(step) == (reads if loss_fn._calls == 6 else {})
+    for call in (4, 5, 6, 7):  # 6: read
+        assert host_syncs(step) == (reads if call == 6 else {})
 
 
 def test_validate_always_reads_on_every_call_off_never():

@@ -260,21 +260,27 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def time_calls(fns, device, repeats):
-    """Fastest of ``repeats`` timed runs of each function after one warm-up
-    run, the functions interleaved run by run (on a shared machine,
-    interference only ever adds time, and hits all of them alike)."""
+def time_runs(fns, device, repeats):
+    """``repeats`` timed runs of each function after one warm-up run, the
+    functions interleaved run by run: a list of run times per function."""
     for fn in fns:
         fn()  # warm-up (a loss's first call also reads its value checks)
     synchronize(device)
-    best = [float('inf')] * len(fns)
+    runs = [[] for _ in fns]
     for _ in range(repeats):
         for index, fn in enumerate(fns):
             start = time.perf_counter()
             fn()
             synchronize(device)
-            best[index] = min(best[index], time.perf_counter() - start)
-    return best
+            runs[index].append(time.perf_counter() - start)
+    return runs
+
+
+def time_calls(fns, device, repeats):
+    """Fastest of ``repeats`` interleaved runs of each function (on a
+    shared machine, interference only ever adds time, and hits all of them
+    alike)."""
+    return [min(runs) for runs in time_runs(fns, device, repeats)]
 
 
 def time_call(fn, device, repeats):
@@ -619,8 +625,13 @@ def distill_table(args, device, lines):
                 def distill():
                     distiller.train_step(copy.deepcopy(data), wrapper)
 
-                distill_s, base_s = time_calls([distill, baseline], device,
-                                               args.repeats)
+                # the median of run-by-run ratios: robust to slow drifts
+                # of a shared machine's speed
+                distill_runs, base_runs = time_runs(
+                    [distill, baseline], device, max(args.repeats, 5))
+                distill_s, base_s = min(distill_runs), min(base_runs)
+                ratio = statistics.median(
+                    d / b for d, b in zip(distill_runs, base_runs))
                 student_s = time_call(
                     lambda: student.train_step(copy.deepcopy(data),
                                                student_wrapper), device,
@@ -633,7 +644,7 @@ def distill_table(args, device, lines):
                 loss_s = time_call(loss_step(loss_fn, s, t, y), device,
                                    args.repeats)
                 row.update(distill_ms=distill_s * 1e3, base_ms=base_s * 1e3,
-                           ratio=distill_s / base_s, loss_ms=loss_s * 1e3,
+                           ratio=ratio, loss_ms=loss_s * 1e3,
                            student_ms=student_s * 1e3,
                            loss_vs_student=loss_s / student_s)
             except Exception as error:
@@ -764,8 +775,9 @@ def main():
         sections += [
             'Distillation steps (models built from the configs, random '
             'weights): ratio = LogitDistiller.train_step / (the student\'s '
-            'train_step + a no-grad teacher forward) on the same batch, '
-            'timed interleaved; loss fwd+bwd on random logits of the '
+            'train_step + a no-grad teacher forward) on the same batch, the '
+            'median of the ratios of at least 5 interleaved runs (the step '
+            'columns: fastest run); loss fwd+bwd on random logits of the '
             'student\'s shape, against the student\'s train_step.' +
             (' --quick: CIFAR batch 16 instead of 64.' if args.quick else
              ''),

@@ -133,9 +133,11 @@ def _softmax_kl(student, need_grad, teacher, temperature, dim, weights,
         if per_row:
             value = (pt * diff).sum(dim, keepdim=True).mul_(weights).sum()
             value = value * (forward_weight * t2)
-        else:
-            value = torch.tensordot(pt, diff, dims=pt.dim()) * (
+        elif reverse_weight:  # diff is needed again below
+            value = torch.vdot(pt.view(-1), diff.view(-1)) * (
                 forward_weight * t2 * weights)
+        else:  # in place over diff: no temporary, two ops
+            value = diff.mul_(pt).sum() * (forward_weight * t2 * weights)
         if need_grad:  # d/ds: T a w (p_s - p_t), over p_t
             grad = torch.sub(ps, pt, out=pt).mul_(
                 forward_weight * temperature *

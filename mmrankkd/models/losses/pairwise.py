@@ -12,10 +12,15 @@ The kernels here are ``torch.autograd.Function`` s that
 * walk those tiles in blocks whose temporaries fit a byte budget
   (``block_bytes``, default 256 MiB, whatever the batch size), with as few
   blocks as the budget allows: the cost of a block is a fixed number of
-  operator launches (about 15), so the number of launches stays bounded
-  (< 100 per call at ImageNet scale) instead of growing with the batch;
-* reuse two preallocated block buffers (fresh CPU allocations of this size
-  would page-fault on every block) and reduce every block at once;
+  operator launches (about 15), so one forward + backward of a loss stays
+  around 100-130 top-level operators instead of growing with the batch;
+* reuse one to three preallocated block buffers (fresh CPU allocations of
+  this size would page-fault on every block) and reduce every block at
+  once;
+* lay the blocks out (rows, first, second) for few rows of many classes and
+  (first, second, rows) on the class-major copy for many rows of few
+  classes (dense logits), so the innermost dimension is long
+  (:class:`_Layout`);
 * Kendall: sort each row by the teacher once, so that sgn(t_i - t_j) for
   i < j is the 0/1 mask [t_i > t_j] (0 only for teacher ties), and compute
   the gradient in the same pass as the value (it only depends on the

@@ -156,15 +156,26 @@ def pearson_correlation(a: Tensor,
     return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + eps)
 
 
+class _CheckState:
+    """Calls so far, the running checks not read yet (and since which
+    call), and the cached sign vectors of :meth:`BaseLogitLoss._signs`."""
+
+    def __init__(self):
+        self.calls = 0
+        self.pending = None  # (logit sums, label extremes or None)
+        self.since = 1
+        self.signs = {}
+
+
 #: Profiler label of the one device -> host read of the value checks.
 READ_CHECKS = 'mmrankkd.read_value_checks'
 
 
-def _read(stats: Tensor) -> list:
-    """The host copy of ``stats``: the only synchronisation of a loss call
-    (labelled for torch.profiler)."""
+def _read(sums: Tensor, extremes: Optional[Tensor]):
+    """Host copies of the value checks: the only synchronisation of a loss
+    call (labelled for torch.profiler)."""
     with torch.profiler.record_function(READ_CHECKS):
-        return stats.tolist()
+        return sums.tolist(), None if extremes is None else extremes.tolist()
 
 
 def label_valid_mask(labels: Optional[Tensor],
@@ -244,9 +255,9 @@ class BaseLogitLoss(nn.Module):
             ignore_index)
         self.validate = validate
         self.validate_interval = int(validate_interval)
-        self._calls = 0  # calls that ran value checks
-        self._pending = None  # running extremes since the last read
-        self._pending_since = 1
+        # Mutable per-call state in a plain object: nn.Module.__setattr__
+        # costs ~10 us per assignment.
+        self._checks = _CheckState()
 
     @property
     def loss_name(self) -> str:
@@ -261,45 +272,43 @@ class BaseLogitLoss(nn.Module):
 
     # ------------------------------------------------------------------
     # Value checks.
-    def _extremes(self, student: Tensor, teacher: Tensor,
-                  labels: Optional[Tensor],
-                  valid: Optional[Tensor]) -> Tensor:
-        """[-min s, max s, -min t, max t(, -min y, max y)] on the device in
-        the logits' dtype; NaN propagates. Larger is worse for every entry,
-        so runs of calls combine with ``torch.maximum``."""
+    def _stats(self, student: Tensor, teacher: Tensor,
+               labels: Optional[Tensor], valid: Optional[Tensor]):
+        """On the device, no sync: (the float64 sums of the student and
+        of the teacher logits: finite iff every logit is, as NaN/Inf
+        propagate and float32 values cannot overflow a float64 sum; and,
+        with labels, [-min, max] of the kept labels)."""
         with torch.no_grad():
-            parts = [*torch.aminmax(student), *torch.aminmax(teacher)]
-            if labels is not None:
-                kept = labels if valid is None else torch.where(
-                    valid, labels, 0)
-                parts += torch.aminmax(kept.to(student.dtype))
-            stats = torch.stack(parts)
-            return stats.mul_(self._signs(stats))
+            sums = torch.stack([student.sum(dtype=torch.float64),
+                                teacher.sum(dtype=torch.float64)])
+            if labels is None:
+                return sums, None
+            kept = labels if valid is None else torch.where(valid, labels, 0)
+            extremes = torch.stack(torch.aminmax(kept))
+            return sums, extremes.mul_(self._signs(extremes))
 
-    def _signs(self, stats: Tensor) -> Tensor:
-        """(-1, 1, -1, 1, ...) like ``stats``, made once per device."""
-        cache = self.__dict__.setdefault('_sign_cache', {})
-        key = (stats.numel(), stats.dtype, str(stats.device))
+    def _signs(self, like: Tensor) -> Tensor:
+        """(-1, 1) like ``like``, made once per dtype and device."""
+        cache = self._checks.signs
+        key = (like.dtype, like.device)
         if key not in cache:
-            cache[key] = torch.tensor([-1., 1.] * (stats.numel() // 2),
-                                      dtype=stats.dtype,
-                                      device=stats.device)
+            cache[key] = torch.tensor([-1, 1], dtype=like.dtype,
+                                      device=like.device)
         return cache[key]
 
-    def _raise_if_bad(self, stats: list, num_classes: int,
-                      where: str) -> None:
-        for role, (neg_min, max_) in (('student', stats[0:2]),
-                                      ('teacher', stats[2:4])):
-            if not (math.isfinite(neg_min) and math.isfinite(max_)):
+    def _raise_if_bad(self, sums: list, extremes: Optional[list],
+                      num_classes: int, where: str) -> None:
+        for role, total in zip(('student', 'teacher'), sums):
+            if not math.isfinite(total):
                 raise ValueError(
                     f'{self.loss_name}: {role} logits contain NaN or Inf'
                     f'{where}. Fix: check the {role} forward pass (e.g. '
                     'fp16 overflow, a diverged model, or an unloaded '
                     'checkpoint).')
-        if len(stats) == 6:
-            low, high = -stats[4], stats[5]
+        if extremes is not None:
+            low, high = -extremes[0], extremes[1]
             if low < 0 or high >= num_classes:
-                value = int(low if low < 0 else high)
+                value = low if low < 0 else high
                 ignore = ('no ignore_index' if self.ignore_index is None
                           else f'not ignore_index={self.ignore_index}')
                 raise ValueError(
@@ -313,31 +322,35 @@ class BaseLogitLoss(nn.Module):
                       valid: Optional[Tensor]) -> None:
         if self.validate == 'off':
             return
-        self._calls += 1
-        stats = self._extremes(student, teacher, labels, valid)
+        state = self._checks
+        state.calls += 1
+        sums, extremes = self._stats(student, teacher, labels, valid)
         num_classes = student.size(1)
-        if self.validate == 'always' or self._calls == 1:
-            self._pending, self._pending_since = None, self._calls + 1
-            self._raise_if_bad(_read(stats), num_classes, '')
+        if self.validate == 'always' or state.calls == 1:
+            state.pending, state.since = None, state.calls + 1
+            self._raise_if_bad(*_read(sums, extremes), num_classes, '')
             return
-        pending = self._pending
-        if pending is None or pending.shape != stats.shape or \
-                pending.device != stats.device:
+        pending = state.pending
+        if pending is None or (pending[1] is None) != (extremes is None) \
+                or pending[0].device != sums.device:
             if pending is not None:  # labels came or went: read it now
                 self._flush(num_classes)
-            self._pending = stats
+            state.pending = (sums, extremes)
         else:
-            torch.maximum(pending, stats, out=pending)
-        if self._calls % self.validate_interval == 0:
+            pending[0].add_(sums)  # sums stay finite iff every term is
+            if extremes is not None:
+                torch.maximum(pending[1], extremes, out=pending[1])
+        if state.calls % self.validate_interval == 0:
             self._flush(num_classes)
 
     def _flush(self, num_classes: int) -> None:
-        pending, first = self._pending, self._pending_since
-        self._pending, self._pending_since = None, self._calls + 1
+        state = self._checks
+        pending, first = state.pending, state.since
+        state.pending, state.since = None, state.calls + 1
         if pending is not None:
             self._raise_if_bad(
-                _read(pending), num_classes,
-                f' (deferred check of calls {first}-{self._calls}; '
+                *_read(*pending), num_classes,
+                f' (deferred check of calls {first}-{state.calls}; '
                 "validate='always' stops at the offending call)")
 
     # ------------------------------------------------------------------
