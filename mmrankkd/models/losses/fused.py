@@ -126,18 +126,32 @@ def _softmax_kl(student, need_grad, teacher, temperature, dim, weights,
     diff = log_pt.sub_(log_ps)  # log p_t - log p_s (over log_pt)
     if mask is not None:  # -inf - -inf outside the distributions
         diff.masked_fill_(~mask, 0.)
-    ps = log_ps.exp_() if (need_grad or reverse_weight) else None
     value, grad = 0., None
+    if forward_weight and not reverse_weight:
+        # KL(p_t || p_s) = sum p_t (log p_t - log p_s), over diff
+        if per_row:
+            value = diff.mul_(pt).sum(dim, keepdim=True).mul_(weights).sum()
+            value = value * (forward_weight * t2)
+        else:
+            value = diff.mul_(pt).sum() * (forward_weight * t2 * weights)
+        if need_grad:
+            # d/ds = T a w (p_s - p_t): log-softmax backward of -T a w p_t
+            # (p_t sums to 1), one fused op over p_t
+            pt.mul_(-forward_weight * temperature *
+                    (1.0 if per_row else weights))
+            if per_row:
+                pt.mul_(weights)
+            grad = torch.ops.aten._log_softmax_backward_data(
+                pt, log_ps, dim, log_ps.dtype)
+        return value, grad
+    ps = log_ps.exp_() if (need_grad or reverse_weight) else None
     if forward_weight:
-        # KL(p_t || p_s) = sum p_t (log p_t - log p_s)
         if per_row:
             value = (pt * diff).sum(dim, keepdim=True).mul_(weights).sum()
             value = value * (forward_weight * t2)
-        elif reverse_weight:  # diff is needed again below
+        else:
             value = torch.vdot(pt.view(-1), diff.view(-1)) * (
                 forward_weight * t2 * weights)
-        else:  # in place over diff: no temporary, two ops
-            value = diff.mul_(pt).sum() * (forward_weight * t2 * weights)
         if need_grad:  # d/ds: T a w (p_s - p_t), over p_t
             grad = torch.sub(ps, pt, out=pt).mul_(
                 forward_weight * temperature *

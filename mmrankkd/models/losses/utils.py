@@ -162,7 +162,7 @@ class _CheckState:
 
     def __init__(self):
         self.calls = 0
-        self.pending = None  # (logit sums, label extremes or None)
+        self.pending = None  # ([logit sums], label extremes or None)
         self.since = 1
         self.signs = {}
 
@@ -171,11 +171,12 @@ class _CheckState:
 READ_CHECKS = 'mmrankkd.read_value_checks'
 
 
-def _read(sums: Tensor, extremes: Optional[Tensor]):
+def _read(sums: list, extremes: Optional[Tensor]):
     """Host copies of the value checks: the only synchronisation of a loss
     call (labelled for torch.profiler)."""
     with torch.profiler.record_function(READ_CHECKS):
-        return sums.tolist(), None if extremes is None else extremes.tolist()
+        return (torch.stack(sums).tolist(),
+                None if extremes is None else extremes.tolist())
 
 
 def label_valid_mask(labels: Optional[Tensor],
@@ -274,13 +275,13 @@ class BaseLogitLoss(nn.Module):
     # Value checks.
     def _stats(self, student: Tensor, teacher: Tensor,
                labels: Optional[Tensor], valid: Optional[Tensor]):
-        """On the device, no sync: (the float64 sums of the student and
-        of the teacher logits: finite iff every logit is, as NaN/Inf
-        propagate and float32 values cannot overflow a float64 sum; and,
-        with labels, [-min, max] of the kept labels)."""
+        """On the device, no sync: ([the sums of the student and of the
+        teacher logits]: finite iff every logit is, as NaN/Inf propagate (a
+        float32 sum overflows only for logits beyond ~1e32, broken too);
+        and, with labels, [-min, max] of the kept labels)."""
         with torch.no_grad():
-            sums = torch.stack([student.sum(dtype=torch.float64),
-                                teacher.sum(dtype=torch.float64)])
+            # (sum(dtype=float64) would first copy the logits to float64)
+            sums = [student.sum(), teacher.sum()]
             if labels is None:
                 return sums, None
             kept = labels if valid is None else torch.where(valid, labels, 0)
@@ -332,12 +333,14 @@ class BaseLogitLoss(nn.Module):
             return
         pending = state.pending
         if pending is None or (pending[1] is None) != (extremes is None) \
-                or pending[0].device != sums.device:
+                or pending[0][0].device != sums[0].device:
             if pending is not None:  # labels came or went: read it now
                 self._flush(num_classes)
-            state.pending = (sums, extremes)
+            # float64 running sums: 100 finite sums cannot overflow them
+            state.pending = ([x.double() for x in sums], extremes)
         else:
-            pending[0].add_(sums)  # sums stay finite iff every term is
+            # sums stay finite iff every term is; one op for both
+            torch._foreach_add_(pending[0], sums)
             if extremes is not None:
                 torch.maximum(pending[1], extremes, out=pending[1])
         if state.calls % self.validate_interval == 0:
