@@ -351,9 +351,9 @@ NOTES = (
     'agree: pixels (ground truth not ignore) where the model predicts '
     "the teacher's class; tau: mean Kendall tau of the class logits "
     'with the teacher (mmrankkd.TeacherStudentAgreement). ckpt: the '
-    'weights-only checkpoint file (the distilled one holds the student '
-    'only). train time: wall clock of tools/train.py, validation '
-    'included.')
+    'last checkpoint, weights plus AdamW state for an exact --resume '
+    '(the distilled one holds the student only). train time: wall '
+    'clock of tools/train.py, validation included.')
 
 
 def data_root_options(data_root):
