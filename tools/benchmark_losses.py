@@ -46,7 +46,6 @@ import copy
 import os
 import os.path as osp
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -265,7 +264,9 @@ def time_runs(fns, device, repeats):
     """``repeats`` timed runs of each function after one warm-up run, the
     functions interleaved run by run: a list of run times per function.
     Calls that take under 10 ms get more runs (up to 0.2 s of them, at most
-    100): a sub-millisecond time is noisy."""
+    100): a sub-millisecond time is noisy; calls over 2 s (the naive
+    references at ImageNet scale) get one (their noise is small beside the
+    differences they show)."""
     start = time.perf_counter()
     for fn in fns:
         fn()  # warm-up (a loss's first call also reads its value checks)
@@ -273,6 +274,8 @@ def time_runs(fns, device, repeats):
     warm_up = time.perf_counter() - start
     if warm_up < 0.01 * len(fns):
         repeats = max(repeats, min(100, int(0.2 / max(warm_up, 1e-4))))
+    elif warm_up > 2.0 * len(fns):
+        repeats = 1
     runs = [[] for _ in fns]
     for _ in range(repeats):
         for index, fn in enumerate(fns):
@@ -521,7 +524,7 @@ PAIRS = {
         ignore_index=255),
     'CIFAR-100 resnet32x4 -> resnet8x4': dict(
         config='configs/cifar100/kd_resnet32x4_resnet8x4_1xb64_cifar100.py',
-        kind='cls', batch=64, quick_batch=16, size=(32, 32),
+        kind='cls', batch=64, quick_batch=8, size=(32, 32),
         ignore_index=None),
 }
 
@@ -632,13 +635,26 @@ def distill_table(args, device, lines):
                 def distill():
                     distiller.train_step(copy.deepcopy(data), wrapper)
 
-                # the median of run-by-run ratios: robust to slow drifts
-                # of a shared machine's speed
-                distill_runs, base_runs = time_runs(
-                    [distill, baseline], device, max(args.repeats, 5))
-                distill_s, base_s = min(distill_runs), min(base_runs)
-                ratio = statistics.median(
-                    d / b for d, b in zip(distill_runs, base_runs))
+                # The baseline on the distiller's own student and teacher
+                # where it exposes them (same instances, same memory: a
+                # fresh instance alone can run 10 % apart here).
+                own = (getattr(distiller, 'student', None),
+                       getattr(distiller, 'teacher', None))
+                if all(isinstance(m, torch.nn.Module) for m in own):
+                    own_wrapper = _optim_wrapper(own[0])
+
+                    def own_baseline():
+                        own[0].train_step(copy.deepcopy(data), own_wrapper)
+                        with torch.no_grad():
+                            own[1](inputs, mode='tensor')
+
+                    distill_s, base_s = time_calls(
+                        [distill, own_baseline], device,
+                        max(args.repeats, 10))
+                else:
+                    distill_s, base_s = time_calls(
+                        [distill, baseline], device, max(args.repeats, 10))
+                ratio = distill_s / base_s
                 student_s = time_call(
                     lambda: student.train_step(copy.deepcopy(data),
                                                student_wrapper), device,
@@ -783,11 +799,11 @@ def main():
         sections += [
             'Distillation steps (models built from the configs, random '
             'weights): ratio = LogitDistiller.train_step / (the student\'s '
-            'train_step + a no-grad teacher forward) on the same batch, the '
-            'median of the ratios of at least 5 interleaved runs (the step '
-            'columns: fastest run); loss fwd+bwd on random logits of the '
-            'student\'s shape, against the student\'s train_step.' +
-            (' --quick: CIFAR batch 16 instead of 64.' if args.quick else
+            'train_step + a no-grad teacher forward) on the same batch, '
+            'fastest of at least 10 interleaved runs each; loss fwd+bwd on '
+            'random logits of the student\'s shape, against the student\'s '
+            'train_step.' +
+            (' --quick: CIFAR batch 8 instead of 64.' if args.quick else
              ''),
             '\n'.join(f'- {line}' for line in distill_lines),
             distill_markdown(distill_rows)
