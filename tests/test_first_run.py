@@ -20,7 +20,7 @@ def test_unreachable_teacher_url_fails_before_any_model_is_built(
         monkeypatch):
     from mmrankkd.models.distillers import logit_distiller
     built = []
-    monkeypatch.setattr(logit_distiller, 'build_model_from_source',
+    monkeypatch.setattr(logit_distiller, 'build_resolved',
                         lambda *a: built.append(a))
     url = 'http://127.0.0.1:9/pspnet_r101.pth'  # discard port: refused
     with pytest.raises(FileNotFoundError) as err:

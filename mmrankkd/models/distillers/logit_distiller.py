@@ -36,8 +36,7 @@ from mmrankkd.engine.checkpoint import (STUDENT_PREFIX, check_teacher_ckpt,
 from mmrankkd.engine.loops import attach_teacher_predictions
 from mmrankkd.registry import MODELS
 from .logit_taps import LogitTap
-from .model_source import ModelSource, build_model_from_source, \
-    resolve_model_cfg
+from .model_source import ModelSource, build_resolved, resolve_model_cfg
 from .teacher_input import TeacherInput
 
 _AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -223,7 +222,7 @@ class LogitDistiller(BaseModel):
         losses = build_distill_losses(distill_losses)
 
         student_cfg, student_scope = resolve_model_cfg(student, 'student')
-        student_model = build_model_from_source(student, 'student')
+        student_model = build_resolved(student_cfg, student_scope)
         kind = _model_kind(student_model, 'student')
         _check_trainable_student(student_model, kind)
         if data_preprocessor is None:
@@ -242,8 +241,8 @@ class LogitDistiller(BaseModel):
         self.student = student_model
         self.kind = kind
 
-        teacher_cfg, _ = resolve_model_cfg(teacher, 'teacher')
-        teacher_model = build_model_from_source(teacher, 'teacher')
+        teacher_cfg, teacher_scope = resolve_model_cfg(teacher, 'teacher')
+        teacher_model = build_resolved(teacher_cfg, teacher_scope)
         if _model_kind(teacher_model, 'teacher') != kind:
             raise TypeError(
                 f'model.student is a {type(student_model).__name__} but '

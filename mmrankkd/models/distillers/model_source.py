@@ -95,9 +95,15 @@ def resolve_model_cfg(source: ModelSource, role: str) -> Tuple[dict, str]:
     return cfg, scope
 
 
-def build_model_from_source(source: ModelSource, role: str):
-    """Build the model a source describes (see :func:`resolve_model_cfg`)."""
-    cfg, scope = resolve_model_cfg(source, role)
+def build_resolved(cfg: ConfigDict, scope):
+    """Build a model config returned by :func:`resolve_model_cfg` in its
+    scope (``cfg`` is not modified)."""
+    cfg = copy.deepcopy(cfg)
     if scope is not None:
         cfg['_scope_'] = scope
     return ROOT_MODELS.build(cfg)
+
+
+def build_model_from_source(source: ModelSource, role: str):
+    """Build the model a source describes (see :func:`resolve_model_cfg`)."""
+    return build_resolved(*resolve_model_cfg(source, role))
