@@ -39,6 +39,7 @@ def cls_sample(s_score, t_score):
 
 
 def evaluate(samples, **kwargs):
+    kwargs.setdefault('ignore_index', 255)  # DistillValLoop sets the student's
     evaluator = Evaluator([TeacherStudentAgreement(**kwargs)])
     evaluator.process(data_samples=samples, data_batch=None)
     return evaluator.evaluate(len(samples))

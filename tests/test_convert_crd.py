@@ -183,7 +183,7 @@ def _teacher_loader():
     """The function behind the distiller's `teacher_ckpt` (strict load with
     key-listing errors)."""
     try:
-        from mmrankkd.engine.checkpoint import load_teacher_checkpoint
+        from mmrankkd.models.distillers.checkpoint import load_teacher_checkpoint
     except ImportError:
         from mmrankkd.models.distillers.logit_distiller import \
             load_teacher_checkpoint

@@ -170,3 +170,18 @@ def test_teacher_autocast_and_channels_last(tmp_path):
     torch.testing.assert_close(low, fp32, rtol=0.05, atol=0.05)
     with pytest.raises(ValueError, match='teacher_autocast'):
         LogitDistiller(teacher_autocast='int8', **args)
+
+
+@pytest.mark.parametrize('bgr_to_rgb', [True, False])
+@pytest.mark.parametrize('normalise', [True, False])
+def test_mmengine_img_preprocessor_channel_order_is_read(bgr_to_rgb,
+                                                         normalise):
+    from mmengine.model import ImgDataPreprocessor
+
+    from mmrankkd.models.distillers.teacher_input import _pre_settings
+    norm = dict(mean=[1., 2., 3.], std=[2., 4., 8.]) if normalise else {}
+    pre = ImgDataPreprocessor(bgr_to_rgb=bgr_to_rgb, **norm)
+    settings = _pre_settings(pre)
+    assert settings['flip'] is bgr_to_rgb
+    if normalise:
+        assert settings['std'].tolist() == [2., 4., 8.]

@@ -8,7 +8,8 @@ from typing import Optional
 import torch
 from mmengine.config import Config, ConfigDict
 
-from .checkpoint import strip_student_prefix
+from mmrankkd.models.distillers.checkpoint import strip_student_prefix
+from mmrankkd.models.distillers.model_source import resolve_model_cfg
 from .safe_load import safe_torch_load
 
 _DROP = ('data_preprocessor.', 'distill_losses.')
@@ -42,7 +43,6 @@ def student_config(distill_cfg: Config) -> Config:
     ``model`` replaced by the student model, plain val/test loops, no
     agreement metrics, no mmrankkd hooks and no ``custom_imports`` of
     mmrankkd."""
-    from mmrankkd.models.distillers import resolve_model_cfg
     cfg = copy.deepcopy(distill_cfg)
     model, scope = resolve_model_cfg(cfg.model.student, 'student')
     if scope is not None and scope != cfg.get('default_scope'):

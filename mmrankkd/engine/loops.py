@@ -31,24 +31,8 @@ from mmengine.runner import TestLoop, ValLoop
 from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
+from mmrankkd.models.distillers.teacher import PREDICTION_FIELDS
 from mmrankkd.registry import LOOPS
-
-#: Prediction fields copied from the teacher's samples as ``teacher_<f>``.
-PREDICTION_FIELDS = ('pred_sem_seg', 'seg_logits', 'pred_score',
-                     'pred_label')
-
-
-def attach_teacher_predictions(student_samples: List[BaseDataElement],
-                               teacher_samples: List[BaseDataElement]):
-    """Copy the teacher's predictions onto the student's samples as
-    ``teacher_pred_sem_seg`` / ``teacher_seg_logits`` (segmentation) or
-    ``teacher_pred_score`` / ``teacher_pred_label`` (classification)."""
-    for s, t in zip(student_samples, teacher_samples):
-        for field in PREDICTION_FIELDS:
-            if field in t:
-                s.set_field(getattr(t, field), f'teacher_{field}')
-    return student_samples
-
 
 def _as_teacher_prediction(sample: BaseDataElement) -> dict:
     """The sample as a dict whose ``pred_*`` fields are the teacher's."""
@@ -57,6 +41,25 @@ def _as_teacher_prediction(sample: BaseDataElement) -> dict:
         if f'teacher_{field}' in data:
             data[field] = data.pop(f'teacher_{field}')
     return data
+
+
+def _follow_student_ignore_index(metrics, model) -> None:
+    """Agreement metrics ignore the label the student ignores (one place
+    decides it: the distiller's ``ignore_index``)."""
+    ignore = getattr(model, 'ignore_index', None)
+    if ignore is None:
+        return
+    for m in metrics:
+        if not _is_agreement_metric(m) or not hasattr(m, 'ignore_index'):
+            continue
+        if m.ignore_index is None:
+            m.ignore_index = ignore
+        elif m.ignore_index != ignore:
+            raise ValueError(
+                f'{type(m).__name__} sets ignore_index={m.ignore_index} but '
+                f'the student ignores {ignore}. Fix: remove ignore_index '
+                'from the metric (it follows the student) or make them '
+                'agree.')
 
 
 def _unwrap(model):
@@ -120,6 +123,7 @@ class _DistillEvalMixin:
                 f'{type(model).__name__}. Fix: use val_cfg=dict('
                 "type='ValLoop') for plain models.")
         self.score_teacher = score_teacher
+        _follow_student_ignore_index(self.evaluator.metrics, model)
         teacher_metrics = []
         if score_teacher:
             teacher_metrics = [copy.deepcopy(m) for m in self.evaluator.metrics
@@ -136,6 +140,14 @@ class _DistillEvalMixin:
     def teacher_metrics(self) -> Optional[Dict[str, float]]:
         """The teacher's scores once computed (else None)."""
         return self.evaluator.teacher_results
+
+    def run(self) -> dict:
+        """The base loop's run; the distiller stops predicting with the
+        teacher when it ends (also on an error)."""
+        try:
+            return super().run()
+        finally:
+            _unwrap(self.runner.model).predict_with_teacher = False
 
     def run_iter(self, idx, data_batch: Sequence[dict]):
         """The base loop's iteration, with the teacher predicting too when

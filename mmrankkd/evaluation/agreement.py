@@ -42,7 +42,10 @@ class TeacherStudentAgreement(BaseMetric):
     ``mmrankkd.DistillValLoop`` / ``DistillTestLoop`` attach.
 
     Args:
-        ignore_index (int): Label ignored in segmentation. Defaults to 255.
+        ignore_index (int, optional): Label ignored in segmentation.
+            Defaults to None: the student's (its decode head's
+            ``ignore_index``, filled in by the distill loops); a different
+            value is refused there.
         max_pixels (int): Pixels per image used for Kendall tau.
             Defaults to 2048.
         seed (int): Seed of the pixel sampling. Defaults to 0.
@@ -54,7 +57,7 @@ class TeacherStudentAgreement(BaseMetric):
     needs_teacher = True
 
     def __init__(self,
-                 ignore_index: int = 255,
+                 ignore_index: Optional[int] = None,
                  max_pixels: int = 2048,
                  seed: int = 0,
                  collect_device: str = 'cpu',
@@ -88,6 +91,11 @@ class TeacherStudentAgreement(BaseMetric):
         if 'gt_sem_seg' in ds:
             gt = ds['gt_sem_seg']['data'].squeeze(0).to(s_pred.device)
             if gt.shape == valid.shape:
+                if self.ignore_index is None:
+                    raise ValueError(
+                        'TeacherStudentAgreement does not know the ignore '
+                        'label. Fix: validate with mmrankkd.DistillValLoop '
+                        '(it takes the student\'s), or set ignore_index.')
                 valid = gt != self.ignore_index
         n_valid = int(valid.sum())
         agree = int((s_pred == t_pred)[valid].sum())

@@ -21,7 +21,7 @@ The teacher is deliberately *not* a registered submodule: it is invisible to
 and stays in eval mode.
 """
 import copy
-import inspect
+import logging
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -30,16 +30,13 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModel, revert_sync_batchnorm
 
-from mmrankkd.engine.checkpoint import (STUDENT_PREFIX, check_teacher_ckpt,
-                                        check_teacher_url, is_remote,
-                                        load_teacher_checkpoint)
-from mmrankkd.engine.loops import attach_teacher_predictions
 from mmrankkd.registry import MODELS
+from .checkpoint import (STUDENT_PREFIX, load_teacher_checkpoint,
+                         read_teacher_checkpoint)
 from .logit_taps import LogitTap
 from .model_source import ModelSource, build_resolved, resolve_model_cfg
+from .teacher import AUTOCAST_DTYPES, LiveTeacher, attach_teacher_predictions
 from .teacher_input import TeacherInput
-
-_AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 # mmpretrain heads whose distilled (two-token) form mmpretrain refuses to
 # train, with mmpretrain's reason.
 _UNTRAINABLE_HEADS = {
@@ -109,6 +106,43 @@ def _check_trainable_student(model: nn.Module, kind: str) -> None:
                 'non-distilled head as the student (e.g. '
                 "head=dict(type='LinearClsHead'/'VisionTransformerClsHead', "
                 "...) or distillation=False); as a teacher it is fine.")
+
+
+def _student_ignore_index(student: nn.Module, kind: str) -> Optional[int]:
+    """The label value the student's decode head ignores (None for
+    classifiers). One place decides it: the losses and the agreement
+    metric follow it, whichever module ``student_tap`` reads logits from."""
+    if kind != 'seg':
+        return None
+    heads = student.decode_head
+    heads = list(heads) if isinstance(heads, nn.ModuleList) else [heads]
+    values = {getattr(h, 'ignore_index', None) for h in heads}
+    values.discard(None)
+    if len(values) > 1:
+        raise ValueError(
+            f'The student\'s decode heads ignore different labels '
+            f'{sorted(values)}. Fix: give every decode head the same '
+            'ignore_index.')
+    if not values:
+        print_log(
+            f'The student\'s {type(heads[0]).__name__} declares no '
+            'ignore_index: distillation losses ignore label 255 (mmseg\'s '
+            'default).', logger='current', level=logging.WARNING)
+        return 255
+    return int(values.pop())
+
+
+def _add_student_prefix(module, state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook: a plain student state dict (e.g.
+    ``load_from=<student.pth>``) gets the ``student.`` prefix."""
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    if keys and not any(
+            k[len(prefix):].startswith((STUDENT_PREFIX, 'data_preprocessor.',
+                                        'distill_losses.', 'teacher_input.'))
+            for k in keys):
+        for k in keys:
+            state_dict[prefix + STUDENT_PREFIX + k[len(prefix):]] = \
+                state_dict.pop(k)
 
 
 def _available_losses() -> List[str]:
@@ -212,14 +246,13 @@ class LogitDistiller(BaseModel):
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         # Cheap checks first: nothing is built for a config that cannot run.
-        check_teacher_ckpt(teacher_ckpt)
-        if is_remote(teacher_ckpt):
-            check_teacher_url(teacher_ckpt)
-        if teacher_autocast not in (None, *_AUTOCAST_DTYPES):
+        if teacher_autocast not in (None, *AUTOCAST_DTYPES):
             raise ValueError(
                 f'model.teacher_autocast must be None, "bf16" or "fp16", got '
                 f'{teacher_autocast!r}.')
         losses = build_distill_losses(distill_losses)
+        # Read (download) the teacher's checkpoint once, before building.
+        teacher_checkpoint = read_teacher_checkpoint(teacher_ckpt)
 
         student_cfg, student_scope = resolve_model_cfg(student, 'student')
         student_model = build_resolved(student_cfg, student_scope)
@@ -250,10 +283,10 @@ class LogitDistiller(BaseModel):
                 'must be segmentors or both classifiers.')
         self.student_tap = LogitTap(student_model, kind, 'student',
                                     **(student_tap or {}))
-        self.teacher_tap = LogitTap(teacher_model, kind, 'teacher',
-                                    **(teacher_tap or {}))
+        teacher_tap = LogitTap(teacher_model, kind, 'teacher',
+                               **(teacher_tap or {}))
         n_s = _num_classes(student_model, self.student_tap, kind)
-        n_t = _num_classes(teacher_model, self.teacher_tap, kind)
+        n_t = _num_classes(teacher_model, teacher_tap, kind)
         if n_s and n_t and n_s != n_t:
             raise ValueError(
                 f'Class count mismatch: the teacher predicts {n_t} classes, '
@@ -263,8 +296,9 @@ class LogitDistiller(BaseModel):
         self.num_classes = n_s or n_t
         # Eval-mode teacher: SyncBN behaves as BN, so plain BN works anywhere.
         teacher_model = revert_sync_batchnorm(teacher_model)
-        self.teacher_meta = load_teacher_checkpoint(teacher_model,
-                                                    teacher_ckpt)
+        self.teacher_meta = load_teacher_checkpoint(
+            teacher_model, teacher_ckpt, teacher_checkpoint)
+        del teacher_checkpoint
         for p in teacher_model.parameters():
             p.requires_grad_(False)
         teacher_model.eval()
@@ -273,10 +307,12 @@ class LogitDistiller(BaseModel):
         # Not a registered submodule: see the module docstring.
         object.__setattr__(self, '_teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
-        self.teacher_autocast = teacher_autocast
-        self.teacher_channels_last = teacher_channels_last
         self.teacher_input = self._build_teacher_input(
             teacher_data_preprocessor, teacher_cfg)
+        #: Where the teacher's logits come from (:mod:`.teacher`).
+        self.teacher_source = LiveTeacher(
+            teacher_model, kind, teacher_tap, self.teacher_input,
+            teacher_autocast, teacher_channels_last)
 
         self.distill_losses = losses
         self._set_ignore_index()
@@ -295,7 +331,7 @@ class LogitDistiller(BaseModel):
                 'student_task_loss=False: the student\'s auxiliary head '
                 'gets no loss and is frozen.', logger='current')
         # Accept plain student checkpoints (load_from=<student.pth>).
-        self._register_load_state_dict_pre_hook(self._add_student_prefix)
+        self.register_load_state_dict_pre_hook(_add_student_prefix)
 
     # ------------------------------------------------------------------
     # Build-time helpers.
@@ -329,9 +365,11 @@ class LogitDistiller(BaseModel):
         return mapping
 
     def _set_ignore_index(self) -> None:
-        """Dense losses ignore the student head's ignore label; classifier
-        labels have no ignore value (class 255 is a class)."""
-        head = self.student_tap.module
+        """Dense losses ignore the student's ignore label
+        (:attr:`ignore_index`); classifier labels have no ignore value
+        (class 255 is a class)."""
+        self.ignore_index = _student_ignore_index(self.student, self.kind)
+        head = self.student.decode_head if self.kind == 'seg' else None
         for name, loss in self.distill_losses.items():
             if not hasattr(loss, 'ignore_index'):
                 continue
@@ -343,7 +381,7 @@ class LogitDistiller(BaseModel):
                         'have no ignore value: samples of that class would '
                         'get no gradient. Fix: remove ignore_index.')
                 continue
-            head_ignore = getattr(head, 'ignore_index', 255)
+            head_ignore = self.ignore_index
             if loss.ignore_index is None:
                 loss.ignore_index = head_ignore
             elif loss.ignore_index != head_ignore:
@@ -393,18 +431,17 @@ class LogitDistiller(BaseModel):
         return (f'teacher={type(self.teacher).__name__} (frozen, not in '
                 f'state_dict), teacher_ckpt={self.teacher_ckpt!r}')
 
-    @staticmethod
-    def _add_student_prefix(state_dict, prefix, *args, **kwargs):
-        keys = [k for k in state_dict if k.startswith(prefix)]
-        if keys and not any(
-                k[len(prefix):].startswith((STUDENT_PREFIX,
-                                            'data_preprocessor.',
-                                            'distill_losses.',
-                                            'teacher_input.'))
-                for k in keys):
-            for k in keys:
-                state_dict[prefix + STUDENT_PREFIX + k[len(prefix):]] = \
-                    state_dict.pop(k)
+    def __deepcopy__(self, memo: dict) -> 'LogitDistiller':
+        """A copy that shares the frozen teacher (and its source) instead of
+        copying it: EMA hooks deep-copy the model to average the student's
+        weights, and a second teacher would only cost memory."""
+        memo[id(self.teacher)] = self.teacher
+        memo[id(self.teacher_source)] = self.teacher_source
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            copied.__dict__[key] = copy.deepcopy(value, memo)
+        return copied
 
     # ------------------------------------------------------------------
     def forward(self,
@@ -420,57 +457,17 @@ class LogitDistiller(BaseModel):
         raise RuntimeError(f'Invalid mode "{mode}". Only supports loss, '
                            'predict and tensor mode')
 
-    def _teacher_context(self, inputs: torch.Tensor):
-        if self.teacher_autocast is None:
-            return torch.autocast(inputs.device.type, enabled=False)
-        return torch.autocast(
-            inputs.device.type, dtype=_AUTOCAST_DTYPES[self.teacher_autocast])
-
-    def _teacher_inputs(self, inputs: torch.Tensor,
-                        data_samples: Optional[list]) -> torch.Tensor:
-        inputs = self.teacher_input(inputs, data_samples)
-        if self.teacher_channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs
-
-    @torch.no_grad()
     def teacher_logits(self, inputs: torch.Tensor,
                        data_samples: Optional[list] = None) -> torch.Tensor:
-        """The teacher's class logits for the student's preprocessed
-        ``inputs`` (mapped to the teacher's preprocessing)."""
-        teacher = self.teacher
-        inputs = self._teacher_inputs(inputs, data_samples)
-        with self.teacher_tap, self._teacher_context(inputs):
-            if self.kind == 'cls':
-                teacher(inputs, mode='tensor')
-            else:
-                self._dense_teacher_forward(inputs, data_samples)
-        return self.teacher_tap.logits.float()
+        """The teacher's float32 class logits for the student's preprocessed
+        ``inputs``."""
+        return self.teacher_source.logits(inputs, data_samples)
 
-    def _dense_teacher_forward(self, inputs, data_samples) -> None:
-        """Run the teacher's decode head(s) up to the tapped one."""
-        feats = self.teacher.extract_feat(inputs)
-        heads = self.teacher.decode_head
-        if isinstance(heads, nn.ModuleList):  # cascade: stage by stage
-            out = heads[0].forward(feats)
-            for head in heads[1:]:
-                if self.teacher_tap.fired:
-                    break
-                out = head.forward(feats, out)
-        elif 'batch_data_samples' in inspect.signature(
-                type(heads).forward).parameters:  # query heads
-            heads.forward(feats, data_samples)
-        else:
-            heads.forward(feats)
-
-    @torch.no_grad()
     def predict_teacher(self, inputs: torch.Tensor,
                         data_samples: Optional[list] = None) -> list:
-        """The teacher's predictions on a *copy* of ``data_samples``
-        (mmseg/mmpretrain write predictions into the samples they get)."""
-        inputs = self._teacher_inputs(inputs, data_samples)
-        with self._teacher_context(inputs):
-            return self.teacher.predict(inputs, copy.deepcopy(data_samples))
+        """The teacher's predictions for the student's preprocessed
+        ``inputs``, in new samples (``data_samples`` are not modified)."""
+        return self.teacher_source.predict(inputs, data_samples)
 
     def val_step(self, data: Union[dict, tuple, list]) -> list:
         """The student's predictions; with ``predict_with_teacher`` set (by
@@ -507,8 +504,9 @@ class LogitDistiller(BaseModel):
 
     def match_teacher(self, s_logits: torch.Tensor,
                       t_logits: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits in the student's shape and dtype (dense:
-        resized to the student's H, W); a named error when the class counts
+        """The teacher's logits in the student's shape (dense: resized to
+        the student's H, W), kept in float32 whatever the student's dtype
+        under mixed precision; a named error when the class counts
         differ."""
         if t_logits.shape[1] != s_logits.shape[1] or \
                 t_logits.dim() != s_logits.dim():
@@ -534,7 +532,7 @@ class LogitDistiller(BaseModel):
             t_logits = F.interpolate(
                 t_logits, size=s_logits.shape[-2:], mode='bilinear',
                 align_corners=getattr(self.student, 'align_corners', False))
-        return t_logits.to(s_logits.dtype)
+        return t_logits
 
     def loss(self, inputs: torch.Tensor,
              data_samples: list) -> Dict[str, torch.Tensor]:
@@ -543,7 +541,9 @@ class LogitDistiller(BaseModel):
         one student forward."""
         with self.student_tap:
             task_losses = self.student.loss(inputs, data_samples)
-        s_logits = self.student_tap.logits
+        # The losses compute in float32: under mixed precision the student's
+        # logits are upcast and the teacher's are never rounded to half.
+        s_logits = self.student_tap.logits.float()
         losses: Dict[str, torch.Tensor] = {}
         if self.student_task_loss:
             prefix = 'cls.' if self.kind == 'cls' else ''

@@ -15,7 +15,19 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from mmengine.model import ImgDataPreprocessor
 from torch import Tensor
+
+
+def _converts_channels(pre: nn.Module, mean, std) -> bool:
+    """Whether an mmengine ``ImgDataPreprocessor`` reverses the channel
+    order, read from what it does to one 3-channel pixel (it keeps the
+    setting in a private attribute)."""
+    pixel = torch.tensor([10., 20., 30.]).view(3, 1, 1)
+    out = pre(dict(inputs=[pixel]), False)['inputs'][0].float().flatten()
+    if mean is not None:
+        out = out * std.flatten().float() + mean.flatten().float()
+    return bool(torch.allclose(out, pixel.flatten().flip(0)))
 
 
 def _pre_settings(pre: nn.Module) -> dict:
@@ -30,8 +42,8 @@ def _pre_settings(pre: nn.Module) -> dict:
         flip = bool(pre.to_rgb)
         pad = dict(size_divisor=getattr(pre, 'pad_size_divisor', 1))
         pad_value = getattr(pre, 'pad_value', 0)
-    elif hasattr(pre, '_channel_conversion'):  # mmengine ImgDataPreprocessor
-        flip = bool(pre._channel_conversion)
+    elif isinstance(pre, ImgDataPreprocessor):  # mmengine's, and subclasses
+        flip = _converts_channels(pre, mean, std)
         pad = dict(size_divisor=getattr(pre, 'pad_size_divisor', 1))
         pad_value = getattr(pre, 'pad_value', 0)
     else:

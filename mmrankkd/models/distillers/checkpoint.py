@@ -9,6 +9,7 @@ student state dict (used for teachers that were distilled students and by
 import os.path as osp
 import re
 from typing import Dict, List, Optional
+from urllib.parse import urlparse
 
 import torch.nn as nn
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -44,7 +45,7 @@ def _fmt_keys(keys: List[str]) -> str:
 def check_teacher_ckpt(ckpt: Optional[str]) -> str:
     """Fail early (before any model is built) when ``ckpt`` is unset or a
     local file that does not exist. URLs are checked by
-    :func:`check_teacher_url` when ``check_url`` is enabled."""
+    :func:`read_teacher_checkpoint`, which downloads them."""
     if not isinstance(ckpt, str) or not ckpt:
         raise ValueError(
             'model.teacher_ckpt is required: the path (or URL) of the trained '
@@ -58,30 +59,37 @@ def check_teacher_ckpt(ckpt: Optional[str]) -> str:
     return ckpt
 
 
-def check_teacher_url(url: str, timeout: float = 10.) -> None:
-    """Raise a clear error when the teacher checkpoint ``url`` is neither
-    in the local torch hub cache nor reachable."""
-    if not re.match(r'^https?://', url):
-        return  # model-zoo schemes resolve through MMEngine's own tables
-    from urllib.parse import urlparse
-    from urllib.request import Request, urlopen
+def read_teacher_checkpoint(ckpt: str) -> dict:
+    """Read (for a URL: download once, with the request that fetches it)
+    the teacher checkpoint, with a named error when it cannot be had.
 
-    from torch.hub import get_dir
-    name = osp.basename(urlparse(url).path)
-    if osp.isfile(osp.join(get_dir(), 'checkpoints', name)):
-        return
+    Called before any model is built, so an unreachable URL fails at once.
+    Downloads go through MMEngine's ``CheckpointLoader`` (the torch hub
+    cache; under torch.distributed rank 0 downloads and the other ranks
+    read the cache).
+    """
+    check_teacher_ckpt(ckpt)
     try:
-        with urlopen(Request(url, method='HEAD'), timeout=timeout):
-            pass
+        checkpoint = CheckpointLoader.load_checkpoint(
+            osp.expanduser(ckpt), map_location='cpu', logger='current')
     except Exception as e:  # URLError, HTTPError, timeouts, ...
+        if not is_remote(ckpt):
+            raise
+        name = osp.basename(urlparse(ckpt).path) or 'teacher.pth'
         raise FileNotFoundError(
-            f'Teacher checkpoint URL "{url}" cannot be reached ({e}). Fix: '
-            f'download it where you have network, then pass '
-            '--cfg-options model.teacher_ckpt=/path/to/'
-            f'{name} (or set model.teacher_ckpt in the config).') from None
+            f'Teacher checkpoint URL "{ckpt}" cannot be read ({e}). Fix: '
+            'download it where you have network, then pass '
+            f'--cfg-options model.teacher_ckpt=/path/to/{name} (or set '
+            'model.teacher_ckpt in the config).') from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'Teacher checkpoint "{ckpt}" holds a '
+                         f'{type(checkpoint).__name__}, not a state dict.')
+    return checkpoint
 
 
-def load_teacher_checkpoint(teacher: nn.Module, ckpt: str) -> dict:
+def load_teacher_checkpoint(teacher: nn.Module,
+                            ckpt: str,
+                            checkpoint: Optional[dict] = None) -> dict:
     """Load ``ckpt`` into ``teacher`` strictly, with errors that list the
     mismatching keys.
 
@@ -92,15 +100,17 @@ def load_teacher_checkpoint(teacher: nn.Module, ckpt: str) -> dict:
     checkpoints leave out), and what they account for is not reported as
     missing.
 
+    Args:
+        teacher (nn.Module): The teacher model.
+        ckpt (str): The checkpoint's path or URL (named in errors).
+        checkpoint (dict, optional): The checkpoint already read by
+            :func:`read_teacher_checkpoint`; read from ``ckpt`` if None.
+
     Returns:
         dict: The checkpoint's ``meta`` (may be empty).
     """
-    check_teacher_ckpt(ckpt)
-    checkpoint = CheckpointLoader.load_checkpoint(
-        osp.expanduser(ckpt), map_location='cpu', logger='current')
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'Teacher checkpoint "{ckpt}" holds a '
-                         f'{type(checkpoint).__name__}, not a state dict.')
+    if checkpoint is None:
+        checkpoint = read_teacher_checkpoint(ckpt)
     state = checkpoint.get('state_dict', checkpoint)
     state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
     state = strip_student_prefix(state)
