@@ -136,3 +136,23 @@ def test_teacher_predicts_on_metainfo_copies(cls_pair):
     preds = model.predict_teacher(batch['inputs'], samples)
     assert 'big_tensor' not in preds[0] and 'gt_label' not in preds[0]
     assert 'pred_score' in preds[0] and 'pred_score' not in samples[0]
+
+
+def test_models_do_not_import_engine():
+    """The dependency runs one way: engine (loops, hooks, export) uses
+    models; models, evaluation and datasets never import engine."""
+    import ast
+    from pathlib import Path
+    root = Path(mmrankkd.__file__).parent
+    offenders = []
+    for pkg in ('models', 'evaluation', 'datasets'):
+        for path in (root / pkg).rglob('*.py'):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.ImportFrom):
+                    names = [('.' * node.level) + (node.module or '')]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                offenders += [f'{path.relative_to(root)}: {n}' for n in names
+                              if 'engine' in n.split('.')]
+    assert offenders == []
