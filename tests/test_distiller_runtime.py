@@ -156,3 +156,34 @@ def test_models_do_not_import_engine():
                 offenders += [f'{path.relative_to(root)}: {n}' for n in names
                               if 'engine' in n.split('.')]
     assert offenders == []
+
+
+def test_val_loop_leaves_the_model_predicting_student_only(cls_pair):
+    """After DistillValLoop the distiller predicts with the student alone
+    again (no teacher forward in later predict calls), also when the loop
+    fails."""
+    from types import SimpleNamespace
+
+    from mmengine.dataset import pseudo_collate
+    from mmengine.evaluator import Evaluator
+    from mmpretrain.structures import DataSample
+    from torch.utils.data import DataLoader
+
+    from mmrankkd.engine import DistillValLoop
+    model = LogitDistiller(student=tiny_cls(8), teacher=tiny_cls(16),
+                           teacher_ckpt=cls_pair, distill_losses=KD)
+    data = [dict(inputs=torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8),
+                 data_samples=DataSample().set_gt_label(i % 10))
+            for i in range(4)]
+    loader = DataLoader(data, batch_size=2, collate_fn=pseudo_collate)
+    runner = SimpleNamespace(model=model, call_hook=lambda *a, **k: None)
+    loop = DistillValLoop(runner, loader,
+                          Evaluator([TeacherStudentAgreement()]))
+    calls = []
+    model.teacher_source.predict = lambda *a: calls.append(1) or []
+    with pytest.raises(Exception):
+        loop.run()  # the stubbed teacher predicts nothing: the loop fails
+    assert calls and model.predict_with_teacher is False
+    calls.clear()
+    model.val_step(pseudo_collate(data[:2]))
+    assert calls == []
