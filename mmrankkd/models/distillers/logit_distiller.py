@@ -33,15 +33,16 @@ from mmengine.model import BaseModel, revert_sync_batchnorm
 from mmrankkd.registry import MODELS
 from .checkpoint import (STUDENT_PREFIX, load_teacher_checkpoint,
                          read_teacher_checkpoint)
+from .distillation_token import (distillation_token_step,
+                                 has_distillation_token)
 from .logit_taps import LogitTap
 from .model_source import ModelSource, build_resolved, resolve_model_cfg
 from .teacher import AUTOCAST_DTYPES, LiveTeacher, attach_teacher_predictions
 from .teacher_input import TeacherInput
 from .views import VIEW_NAMES, check_views, is_multi_view, preprocess_views
 # mmpretrain heads whose distilled (two-token) form mmpretrain refuses to
-# train, with mmpretrain's reason.
+# train, with mmpretrain's reason. (DeiT's trains: .distillation_token.)
 _UNTRAINABLE_HEADS = {
-    'DeiTClsHead': 'MMPretrain cannot train the distilled version DeiT',
     'EfficientFormerClsHead': 'MMPretrain doesn\'t support to train the '
     'distilled version EfficientFormer',
     'LeViTClsHead': 'MMPretrain doesn\'t support training in distillation '
@@ -318,6 +319,19 @@ class LogitDistiller(BaseModel):
         self.distill_losses = losses
         #: Views of each image the losses take (2: MLKD's weak + strong).
         self.num_views = self._views_of(losses)
+        #: A DeiT student: class token on the labels, distillation token
+        #: on the teacher (:mod:`.distillation_token`).
+        self.distillation_token = has_distillation_token(student_model, kind)
+        if self.distillation_token:
+            if self.num_views > 1:
+                raise ValueError(
+                    'A DeiT (distillation-token) student cannot take '
+                    'two-view losses (MLKD). Fix: use one-view losses, e.g. '
+                    "mmrankkd.DeiTDistillationLoss.")
+            print_log(
+                'DeiT student: its head\'s loss trains the class token, the '
+                'distill losses get the distillation token\'s logits; it '
+                'predicts with their average.', logger='current')
         self._set_ignore_index()
         self._check_batch_augments()
         self.student_task_loss = student_task_loss
@@ -584,11 +598,16 @@ class LogitDistiller(BaseModel):
         one student forward."""
         if self.num_views > 1:
             return self._multi_view_loss(inputs, data_samples)
-        with self.student_tap:
-            task_losses = self.student.loss(inputs, data_samples)
+        if self.distillation_token:
+            task_losses, s_logits = distillation_token_step(
+                self.student, inputs, data_samples)
+        else:
+            with self.student_tap:
+                task_losses = self.student.loss(inputs, data_samples)
+            s_logits = self.student_tap.logits
         # The losses compute in float32: under mixed precision the student's
         # logits are upcast and the teacher's are never rounded to half.
-        s_logits = self.student_tap.logits.float()
+        s_logits = s_logits.float()
         losses: Dict[str, torch.Tensor] = {}
         if self.student_task_loss:
             prefix = 'cls.' if self.kind == 'cls' else ''
