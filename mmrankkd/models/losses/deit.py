@@ -38,7 +38,8 @@ class DeiTDistillationLoss(BaseLogitLoss):
         mode (str): 'hard' or 'soft'. Defaults to 'hard'.
         temperature (float): T of the soft mode (DeiT's ``tau``). Defaults
             to 1.0.
-        loss_weight (float): DeiT's ``alpha``. Defaults to 0.5.
+        loss_weight (float): DeiT's ``alpha`` (0.5 in its recipe; 1.0 by
+            default, as every mmrankkd loss).
         ignore_index (int, optional): Label value left out (dense logits).
             Defaults to None.
         validate (str): See :class:`BaseLogitLoss`. Defaults to 'deferred'.
@@ -48,7 +49,7 @@ class DeiTDistillationLoss(BaseLogitLoss):
     def __init__(self,
                  mode: str = 'hard',
                  temperature: float = 1.0,
-                 loss_weight: float = 0.5,
+                 loss_weight: float = 1.0,
                  ignore_index: Optional[int] = None,
                  validate: str = 'deferred',
                  validate_interval: int = 100):
