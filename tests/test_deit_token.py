@@ -116,6 +116,15 @@ def test_deit_student_trains_both_tokens(ckpt, mode):
         F.softmax((z_cls + z_dist) / 2, dim=1))
 
 
+def test_deit_student_refuses_a_student_tap(ckpt):
+    with pytest.raises(ValueError, match='student_tap'):
+        LogitDistiller(student=tiny_deit(), teacher=tiny_cls(8),
+                       teacher_ckpt=ckpt,
+                       student_tap=dict(module='head.layers.head'),
+                       distill_losses=dict(loss_kd=dict(
+                           type='mmrankkd.KDLoss')))
+
+
 def test_other_distillation_heads_still_refused(ckpt):
     levit = dict(tiny_deit(), head=dict(
         type='LeViTClsHead', num_classes=10, in_channels=16))

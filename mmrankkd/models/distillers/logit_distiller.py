@@ -323,6 +323,12 @@ class LogitDistiller(BaseModel):
         #: on the teacher (:mod:`.distillation_token`).
         self.distillation_token = has_distillation_token(student_model, kind)
         if self.distillation_token:
+            if student_tap:
+                raise ValueError(
+                    'model.student_tap is set, but a DeiT student\'s '
+                    'distill losses always get its distillation token\'s '
+                    'logits (head.layers.head_dist). Fix: remove '
+                    'student_tap.')
             if self.num_views > 1:
                 raise ValueError(
                     'A DeiT (distillation-token) student cannot take '
