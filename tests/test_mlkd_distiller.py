@@ -129,3 +129,24 @@ def test_one_view_losses_beside_mlkd_get_the_weak_view(ckpt):
     assert len(args['loss_kd']) == 2
     for a, b in zip(args['loss_kd'], args['loss_mlkd'][:2]):
         assert torch.equal(a, b)
+
+
+def test_strong_view_ops_and_cutout():
+    from PIL import Image
+
+    from mmrankkd.datasets.transforms import CUTOUT_FILL, OPS, cutout
+    rng = np.random.RandomState(0)
+    img = Image.fromarray(rng.randint(0, 256, (32, 32, 3), np.uint8))
+    assert len(OPS) == 14  # the authors' augment_list
+    for name, op, low, high in OPS:
+        for v in (low, high):
+            out = np.asarray(op(img, v))
+            assert out.shape == (32, 32, 3) and out.dtype == np.uint8, name
+    # A cutout of the full width fills a square with the authors' colour.
+    np.random.seed(0)
+    out = np.asarray(cutout(img, 0.5))
+    filled = (out == np.array(CUTOUT_FILL, np.uint8)).all(-1)
+    assert 0 < filled.sum() <= 17 * 17
+    with pytest.raises(ValueError, match='uint8 RGB'):
+        TRANSFORMS.build(dict(type='mmrankkd.MLKDRandAugment'))(
+            dict(img=np.zeros((32, 32), np.float32)))
