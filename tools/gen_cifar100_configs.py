@@ -279,8 +279,8 @@ MLKD_PIPELINE = (
     'train_pipeline = [\n'
     '    dict(type=\'MultiView\', num_views=[1, 1],\n'
     '         transforms=[weak_view,\n'
-    '                     weak_view + [dict(type=\'mmrankkd.MLKDRandAugment\')]'
-    ']),\n'
+    '                     weak_view + '
+    '[dict(type=\'mmrankkd.MLKDRandAugment\')]]),\n'
     '    dict(type=\'PackInputs\'),\n'
     ']\n'
     'train_dataloader = dict(dataset=dict(pipeline=train_pipeline))\n')
@@ -332,8 +332,9 @@ def _loss_mlkd_ls(pair: dict):
         'the instance-level terms on standardized logits, base temperature',
         f'2 (T in {{2, 3, 5, 2, 6}}), weight {cfg["ls_weight"]} on every',
         'MLKD term, student CE weight 0.1 on each view.',
-        f'Schedule: {cfg["ls_epochs"]} epochs at lr {cfg["ls_lr"]} (milestones',
-        '150/180/210). Source: sunshangquan/logit-standardization-KD,',
+        f'Schedule: {cfg["ls_epochs"]} epochs at lr {cfg["ls_lr"]}',
+        '(milestones 150/180/210). Source:',
+        'sunshangquan/logit-standardization-KD,',
         'mdistiller/distillers/MLKD.py, configs/cifar100/mlkd/,',
         'tools/train.py (--logit-stand --base-temp 2 --kd-weight W).',
         f'Published top-1: {published}.',
