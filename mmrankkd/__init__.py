@@ -14,6 +14,7 @@ if digit_version(mmengine.__version__) < digit_version(MMENGINE_MIN):
         f'mmrankkd needs mmengine >= {MMENGINE_MIN}, found '
         f'{mmengine.__version__}. Fix: pip install -U "mmengine>={MMENGINE_MIN}"')
 
-from . import engine, evaluation, models  # noqa: E402,F401  (registers modules)
+from . import (datasets, engine, evaluation,  # noqa: E402,F401  (registers)
+               models)
 
 __all__ = ['__version__', 'version_info']

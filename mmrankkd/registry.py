@@ -11,11 +11,16 @@ from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
 # Losses and the distiller.
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS, locations=['mmrankkd.models'])
+# Data transforms (MLKD's strong view).
+TRANSFORMS = Registry(
+    'transform', parent=MMENGINE_TRANSFORMS,
+    locations=['mmrankkd.datasets'])
 # Training hooks.
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, locations=['mmrankkd.engine'])

@@ -30,7 +30,8 @@ PAIRS = [(p['teacher'], p['student']) for p in gen.PAIRS]
 LOSS_CONFIGS = [(loss, t, s) for t, s in PAIRS for loss in gen.LOSSES]
 DEFAULT_RUNS = [('kd', 'resnet32x4', 'resnet8x4'),
                 ('dkd', 'resnet32x4', 'resnet8x4'),
-                ('pld', 'vgg13', 'MobileNetV2')]
+                ('pld', 'vgg13', 'MobileNetV2'),
+                ('mlkd', 'resnet32x4', 'resnet8x4')]
 _RUN_IDS = itertools.count()
 
 
@@ -61,7 +62,7 @@ def test_committed_configs_are_the_generators_output():
                 'distill_*_1xb64_cifar100.py')}
     stale = sorted(on_disk - set(files))
     assert not stale, f'configs no longer generated: {stale}'
-    assert len(files) == len(PAIRS) * (1 + len(gen.LOSSES)) == 88
+    assert len(files) == len(PAIRS) * (1 + len(gen.LOSSES)) == 110
 
 
 def test_generator_check_mode(capsys):
@@ -90,16 +91,32 @@ def test_config_loads_with_recipe_and_settings(item):
     assert cfg.train_dataloader.batch_size == 64
     assert cfg.train_dataloader.dataset.type == 'CIFAR100'
     assert cfg.train_dataloader.dataset.data_root == 'data/cifar100'
-    assert [t['type'] for t in cfg.train_dataloader.dataset.pipeline] == [
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    mlkd = gen.MLKD[next(p['dkd_cfg'] for p in gen.PAIRS if (
+        p['teacher'], p['student']) == (teacher, student))]
+    if loss.startswith('mlkd'):  # weak and strong views (MLKD's code)
+        assert [t['type'] for t in pipeline] == ['MultiView', 'PackInputs']
+        weak, strong = pipeline[0].transforms
+        assert pipeline[0].num_views == [1, 1]
+        assert strong == weak + [dict(type='mmrankkd.MLKDRandAugment')]
+        pipeline = weak + pipeline[1:]
+    assert [t['type'] for t in pipeline] == [
         'RandomCrop', 'RandomFlip', 'PackInputs']
-    assert cfg.train_dataloader.dataset.pipeline[0].padding == 4
+    assert pipeline[0].padding == 4
     assert cfg.get('data_preprocessor') is None  # the student's (CRD)
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.momentum, opt.weight_decay) == ('SGD', 0.9, 5e-4)
-    assert opt.lr == (0.01 if student in gen.LOW_LR_STUDENTS else 0.05)
+    if loss == 'mlkd':
+        assert (opt.lr, cfg.train_cfg.max_epochs) == (mlkd['lr'],
+                                                      mlkd['epochs'])
+    elif loss == 'mlkd-ls':
+        assert (opt.lr, cfg.train_cfg.max_epochs) == (mlkd['ls_lr'],
+                                                      mlkd['ls_epochs'])
+    else:
+        assert opt.lr == (0.01 if student in gen.LOW_LR_STUDENTS else 0.05)
+        assert cfg.train_cfg.max_epochs == 240
     assert cfg.param_scheduler.milestones == [150, 180, 210]
     assert cfg.param_scheduler.gamma == 0.1
-    assert cfg.train_cfg.max_epochs == 240
     assert cfg.val_cfg.type == 'mmrankkd.DistillValLoop'
     # The losses.
     losses = model.distill_losses
@@ -140,6 +157,17 @@ def test_config_loads_with_recipe_and_settings(item):
     elif loss == 'pld':
         assert model.student_task_loss is False
         assert losses.loss_pld.teacher_temperature == 4.0
+    elif loss == 'mlkd':
+        assert ce == 0.1
+        assert dict(losses) == dict(loss_mlkd=dict(
+            type='mmrankkd.MLKDLoss', temperatures=(4.0, 3.0, 5.0, 2.0, 6.0),
+            loss_weight=0.9))
+    elif loss == 'mlkd-ls':
+        assert ce == 0.1
+        assert dict(losses) == dict(loss_mlkd=dict(
+            type='mmrankkd.MLKDLoss', temperatures=(2.0, 3.0, 5.0, 2.0, 6.0),
+            logit_standardization=True,
+            loss_weight=float(mlkd['ls_weight'])))
     if loss != 'dkd':
         assert not hooks
     assert model.get('student_task_loss', True) is (loss != 'pld')
@@ -253,3 +281,5 @@ def test_one_training_iteration(item, cifar_root, ckpt_dir, tmp_path):
         assert 'distill_weight.dkd: 0.0500' in train
     else:
         assert 'distill_weight' not in train
+    if item[0].startswith('mlkd'):  # the student's CE on the strong view
+        assert 'cls.strong.loss' in train

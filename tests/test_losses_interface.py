@@ -27,7 +27,11 @@ CASES = {
     'KendallRankLoss/topk': dict(steepness=2.0, topk=3, surrogate='erf'),
     'CorrelationMatchingLoss': dict(temperature=2.0, rank_eps=0.5),
     'PlackettLuceLoss': dict(teacher_temperature=2.0),
+    'DeiTDistillationLoss': dict(mode='hard'),
+    'DeiTDistillationLoss/soft': dict(mode='soft', temperature=2.0),
 }
+# Losses on two views (another call): tests/test_mlkd_loss.py.
+TWO_VIEW = {'MLKDLoss'}
 DENSE_ONLY = {'CWDLoss', 'BalanceDivergenceLoss/channel'}
 # Pixel-wise losses: dense input == its pixels as rows.
 ROW_WISE = [name for name in CASES if name not in DENSE_ONLY]
@@ -36,7 +40,8 @@ ROW_WISE = [name for name in CASES if name not in DENSE_ONLY]
 # eps / |p'|^2 (~1e-6 here), not 0.
 ZERO_MINIMUM = {'KDLoss': 1e-6, 'DISTLoss': 1e-5, 'CWDLoss': 1e-6,
                 'DKDLoss': 1e-6, 'BalanceDivergenceLoss': 1e-6,
-                'BalanceDivergenceLoss/channel': 1e-6}
+                'BalanceDivergenceLoss/channel': 1e-6,
+                'DeiTDistillationLoss/soft': 1e-6}
 
 
 def build(name, **extra):
@@ -63,7 +68,7 @@ def make_inputs(shape, dtype=torch.float32, scale=2.0, seed=0):
 
 def test_exports_and_registry():
     assert sorted(losses.__all__) == sorted(
-        {name.split('/')[0] for name in CASES})
+        {name.split('/')[0] for name in CASES} | TWO_VIEW)
     for name in losses.__all__:
         cls = getattr(losses, name)
         assert MODELS.get(name) is cls

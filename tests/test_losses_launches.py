@@ -26,7 +26,10 @@ LOSSES = {
     'PlackettLuceLoss': {},
     'KendallRankLoss': {},
     'CorrelationMatchingLoss': {},
+    'DeiTDistillationLoss': {},
+    'DeiTDistillationLoss/soft': dict(mode='soft'),
 }
+# MLKDLoss takes two views: its budgets are in tests/test_mlkd_loss.py.
 DENSE_ONLY = {'CWDLoss', 'BalanceDivergenceLoss/channel'}
 # Per-GPU logits: ImageNet 32 and 256 images, CIFAR 64, Cityscapes decode
 # head (1/8 of 512x1024) for 2 and 8 images.

@@ -130,7 +130,8 @@ CLS_FAMILIES = {
     'xcit': 'xcit/xcit-nano-12-p8_8xb128_in1k.py',
 }
 # Distillation-token heads: mmpretrain refuses to train them, so they are
-# teachers only (the student here is ResNet-18).
+# teachers only (the student here is ResNet-18); DeiT's we train
+# (tests/test_deit_token.py).
 CLS_TEACHER_ONLY = {
     'deit': 'deit/deit-tiny-distilled_4xb256_in1k.py',
     'efficientformer': 'efficientformer/efficientformer-l1_8xb128_in1k.py',
@@ -323,6 +324,11 @@ def test_distillation_token_heads_teach_but_are_refused_as_students(
     model = LogitDistiller(student=student, teacher=teacher,
                            teacher_ckpt=ckpt, distill_losses=KD)
     _distil_one_step(model, _cls_batch(1000, _cls_input_size(teacher)))
+    if family == 'deit':  # trainable: tests/test_deit_token.py
+        assert LogitDistiller(student=teacher, teacher=teacher,
+                              teacher_ckpt=ckpt,
+                              distill_losses=KD).distillation_token
+        return
     with pytest.raises(ValueError, match='distillation token'):
         LogitDistiller(student=teacher, teacher=teacher, teacher_ckpt=ckpt,
                        distill_losses=KD)

@@ -118,8 +118,16 @@ LOSSES = {
     'PlackettLuceLoss': dict(type='mmrankkd.PlackettLuceLoss'),
     'KendallRankLoss': dict(type='mmrankkd.KendallRankLoss'),
     'CorrelationMatchingLoss': dict(type='mmrankkd.CorrelationMatchingLoss'),
+    'MLKDLoss': dict(type='mmrankkd.MLKDLoss', loss_weight=0.9),
+    'DeiTDistillationLoss': dict(type='mmrankkd.DeiTDistillationLoss'),
+    'DeiTDistillationLoss(soft)': dict(type='mmrankkd.DeiTDistillationLoss',
+                                       mode='soft'),
 }
 CHANNEL_WISE = ('CWDLoss', 'BalanceDivergenceLoss(channel)')
+# Losses on two views, (N, C) only: the strong view's logits here are the
+# batch's logits in reverse row order (a second batch of the same size);
+# table 2 needs a two-view pipeline and leaves them out.
+TWO_VIEW = ('MLKDLoss', )
 PAIRWISE = ('KendallRankLoss', 'CorrelationMatchingLoss')
 MEMORY_METHOD = {
     'cuda': 'torch.cuda.max_memory_allocated above the allocation before '
@@ -203,7 +211,70 @@ def peer_cwd(student, teacher, labels, tau=1.0):
     return loss * tau**2 / (c * n)
 
 
+def _strong(x):
+    """The benchmark's strong view of a batch (see TWO_VIEW)."""
+    return x.flip(0)
+
+
+def two_views(loss_fn):
+    """A two-view loss called as ``(student, teacher, labels)``."""
+
+    def call(student, teacher, labels):
+        return loss_fn(student, teacher, _strong(student), _strong(teacher))
+
+    return call
+
+
+def peer_mlkd(student, teacher, labels, temperature=4.0, kd_weight=0.9):
+    """The MLKD authors' KD_ours.forward_train, distillation terms (masks
+    from numpy percentiles, one kd/cc/bc call per temperature)."""
+    import numpy as np
+    s_w, t_w, s_s, t_s = student, teacher, _strong(student), _strong(teacher)
+
+    def kd(s, t, temp):
+        return F.kl_div(F.log_softmax(s / temp, dim=1),
+                        F.softmax(t / temp, dim=1),
+                        reduction='none').sum(1).mean() * temp**2
+
+    def gram(s, t, temp, classes):
+        p_s, p_t = F.softmax(s / temp, dim=1), F.softmax(t / temp, dim=1)
+        if classes:
+            gap = p_t.t() @ p_t - p_s.t() @ p_s
+            return (gap**2).sum() / s.size(1)
+        gap = p_t @ p_t.t() - p_s @ p_s.t()
+        return (gap**2).sum() / s.size(0)
+
+    prob = F.softmax(t_w, dim=1)
+    conf = prob.max(1)[0]
+    mask = conf.le(float(np.percentile(conf.cpu().numpy(), 50)))
+    cls_conf = prob.sum(0)
+    cmask = cls_conf.le(float(np.percentile(cls_conf.cpu().numpy(), 50)))
+    temps = (temperature, 3.0, 5.0, 2.0, 6.0)
+    loss = 0.
+    for i, temp in enumerate(temps):
+        loss = loss + (kd(s_w, t_w, temp) * mask).mean()
+        loss = loss + (kd(s_s, t_s, temp) if i < 3 else kd(s_w, t_w, temp))
+        loss = loss + (gram(s_w, t_w, temp, True) * cmask).mean()
+        loss = loss + (gram(s_w, t_w, temp, False) * mask).mean()
+    return kd_weight * loss
+
+
+def peer_deit(student, teacher, labels, mode='hard', tau=1.0):
+    """DeiT ``DistillationLoss``: its distillation term."""
+    student, teacher = _rows(student), _rows(teacher)
+    if mode == 'soft':
+        return F.kl_div(F.log_softmax(student / tau, dim=1),
+                        F.log_softmax(teacher / tau, dim=1),
+                        reduction='sum', log_target=True) * (
+                            tau * tau) / student.numel()
+    return F.cross_entropy(student, teacher.argmax(dim=1))
+
+
 PEERS = {
+    'MLKDLoss': ('MLKD KD_ours', peer_mlkd),
+    'DeiTDistillationLoss': ('DeiT DistillationLoss', peer_deit),
+    'DeiTDistillationLoss(soft)': (
+        'DeiT DistillationLoss', lambda s, t, y: peer_deit(s, t, y, 'soft')),
     'KDLoss': ('mdistiller KD', peer_kd),
     'DKDLoss': ('mdistiller DKD', peer_dkd),
     'DISTLoss': ('DIST_KD DIST', peer_dist),
@@ -445,9 +516,15 @@ def loss_table(args, device, lines):
         for loss_name in args.losses:
             if loss_name in CHANNEL_WISE and len(shape) == 2:
                 continue  # channel-wise losses need (N, C, H, W)
+            if loss_name in TWO_VIEW and len(shape) == 4:
+                continue  # classification only
             loss_fn = MODELS.build(LOSSES[loss_name])
+            if loss_name in TWO_VIEW:
+                loss_fn = two_views(loss_fn)
             student, teacher, labels = make_inputs(shape, device)
             logits_bytes = student.numel() * student.element_size()
+            if loss_name in TWO_VIEW:  # both views' logits
+                logits_bytes *= 2
             step = loss_step(loss_fn, student, teacher, labels)
             seconds = time_call(step, device, args.repeats)
             ops = top_level_aten_ops(step)
@@ -621,6 +698,8 @@ def distill_table(args, device, lines):
         for loss_name in args.losses:
             if loss_name in CHANNEL_WISE and pair['kind'] != 'seg':
                 continue
+            if loss_name in TWO_VIEW:
+                continue  # needs a two-view pipeline
             loss_cfg = dict(LOSSES[loss_name],
                             ignore_index=pair['ignore_index'])
             row = dict(pair=pair_name, loss=loss_name)

@@ -232,6 +232,118 @@ def _loss_pld(pair: dict):
     return doc, body
 
 
+# MLKD (Jin et al., CVPR 2023) per pair, keyed by mdistiller's config name:
+# (epochs, lr) of the MLKD authors' configs/cifar100/ours/<pair>.yaml as of
+# their commit of 2024-09-23 (before it, the six 240-epoch pairs ran 480),
+# published MLKD top-1; and for MLKD + logit standardization (Sun et al.,
+# CVPR 2024): (epochs, lr) of the LS authors' configs/cifar100/mlkd/*.yaml,
+# the weight of their run (logs/MLKD/mlkd,<pair>,2,<weight>.txt; 9, their
+# README's command, where no log is published) and its published top-1.
+# Published numbers: the LS authors' README tables (MLKD rows = MLKD paper).
+MLKD = {
+    'res32x4_res8x4': dict(epochs=240, lr=0.025, top1='77.08',
+                           ls_epochs=480, ls_lr=0.025, ls_weight=9,
+                           ls_top1='78.28'),
+    'wrn40_2_wrn_16_2': dict(epochs=240, lr=0.025, top1='76.63',
+                             ls_epochs=480, ls_lr=0.025, ls_weight=9,
+                             ls_top1='76.95'),
+    'wrn40_2_wrn_40_1': dict(epochs=240, lr=0.025, top1='75.35',
+                             ls_epochs=480, ls_lr=0.025, ls_weight=9,
+                             ls_top1='75.56'),
+    'res56_res20': dict(epochs=240, lr=0.025, top1='72.19', ls_epochs=480,
+                        ls_lr=0.025, ls_weight=9, ls_top1='72.33'),
+    'res110_res32': dict(epochs=240, lr=0.025, top1='74.11', ls_epochs=480,
+                         ls_lr=0.025, ls_weight=9, ls_top1='74.32'),
+    'vgg13_vgg8': dict(epochs=240, lr=0.025, top1='75.18', ls_epochs=480,
+                       ls_lr=0.01, ls_weight=6, ls_top1='75.22'),
+    'vgg13_mv2': dict(epochs=480, lr=0.01, top1='70.57', ls_epochs=480,
+                      ls_lr=0.01, ls_weight=6, ls_top1='70.94'),
+    'res50_mv2': dict(epochs=480, lr=0.01, top1='71.04', ls_epochs=480,
+                      ls_lr=0.01, ls_weight=9, ls_top1='71.19'),
+    'res32x4_shuv1': dict(epochs=960, lr=0.01, top1=None, ls_epochs=960,
+                          ls_lr=0.01, ls_weight=9, ls_top1=None),
+    'res32x4_shuv2': dict(epochs=960, lr=0.01, top1='78.44', ls_epochs=960,
+                          ls_lr=0.01, ls_weight=6, ls_top1='78.76'),
+    'wrn40_2_shuv1': dict(epochs=480, lr=0.01, top1=None, ls_epochs=480,
+                          ls_lr=0.01, ls_weight=9, ls_top1=None),
+}
+
+# The two views of the MLKD authors' get_cifar100_train_transform_strong:
+# weak = crop + flip, strong = crop + flip + their RandAugment(2, 10) with
+# cutout; each view draws its own crop and flip.
+MLKD_PIPELINE = (
+    'weak_view = [\n'
+    '    dict(type=\'RandomCrop\', crop_size=32, padding=4),\n'
+    '    dict(type=\'RandomFlip\', prob=0.5, direction=\'horizontal\'),\n'
+    ']\n'
+    'train_pipeline = [\n'
+    '    dict(type=\'MultiView\', num_views=[1, 1],\n'
+    '         transforms=[weak_view,\n'
+    '                     weak_view + '
+    '[dict(type=\'mmrankkd.MLKDRandAugment\')]]),\n'
+    '    dict(type=\'PackInputs\'),\n'
+    ']\n'
+    'train_dataloader = dict(dataset=dict(pipeline=train_pipeline))\n')
+
+
+def _mlkd_body(weight: float, temps: str, ls: bool, epochs: int,
+               lr: float) -> str:
+    ls_line = ('\n                       logit_standardization=True,'
+               if ls else '')
+    return (MLKD_PIPELINE + '\n'
+            'model = dict(\n' + _ce(0.1) +
+            '    distill_losses=dict(\n'
+            '        loss_mlkd=dict(type=\'mmrankkd.MLKDLoss\',\n'
+            f'                       temperatures={temps},{ls_line}\n'
+            f'                       loss_weight={weight})))\n'
+            '\n'
+            f'optim_wrapper = dict(optimizer=dict(lr={lr}))\n'
+            f'train_cfg = dict(max_epochs={epochs})\n')
+
+
+def _loss_mlkd(pair: dict):
+    cfg = MLKD[pair['dkd_cfg']]
+    published = (f'{cfg["top1"]} (MLKD paper; LS authors\' README)'
+                 if cfg['top1'] else 'not in the LS authors\' README '
+                 'table; see the MLKD paper')
+    doc = [
+        'MLKD (Jin et al., CVPR 2023): instance, class and batch alignment',
+        'at T in {4, 3, 5, 2, 6} with the teacher\'s median confidence',
+        'masks, on a weak and a strong (RandAugment) view; student CE',
+        'weight 0.1 on each view, MLKD weight 0.9 (mdistiller CFG.KD).',
+        f'Schedule: {cfg["epochs"]} epochs at lr {cfg["lr"]} (milestones',
+        '150/180/210), the authors\' configs/cifar100/ours/'
+        f'{pair["dkd_cfg"]}.yaml as of 2024-09-23 (until then the',
+        '240-epoch pairs ran 480). Source:',
+        'Jin-Ying/Multi-Level-Logit-Distillation,',
+        'mdistiller/distillers/KD_ours.py.',
+        f'Published top-1: {published}.',
+    ]
+    return doc, _mlkd_body(0.9, '(4.0, 3.0, 5.0, 2.0, 6.0)', False,
+                           cfg['epochs'], cfg['lr'])
+
+
+def _loss_mlkd_ls(pair: dict):
+    cfg = MLKD[pair['dkd_cfg']]
+    published = (f'{cfg["ls_top1"]} (LS authors\' README)' if cfg['ls_top1']
+                 else 'not in the LS authors\' README table')
+    doc = [
+        'MLKD + logit standardization (Sun et al., CVPR 2024): MLKD with',
+        'the instance-level terms on standardized logits, base temperature',
+        f'2 (T in {{2, 3, 5, 2, 6}}), weight {cfg["ls_weight"]} on every',
+        'MLKD term, student CE weight 0.1 on each view.',
+        f'Schedule: {cfg["ls_epochs"]} epochs at lr {cfg["ls_lr"]}',
+        '(milestones 150/180/210). Source:',
+        'sunshangquan/logit-standardization-KD,',
+        'mdistiller/distillers/MLKD.py, configs/cifar100/mlkd/,',
+        'tools/train.py (--logit-stand --base-temp 2 --kd-weight W).',
+        f'Published top-1: {published}.',
+    ]
+    return doc, _mlkd_body(float(cfg['ls_weight']),
+                           '(2.0, 3.0, 5.0, 2.0, 6.0)', True,
+                           cfg['ls_epochs'], cfg['ls_lr'])
+
+
 LOSSES = {
     'kd': _loss_kd,
     'dkd': _loss_dkd,
@@ -240,6 +352,8 @@ LOSSES = {
     'bdd': _loss_bdd,
     'cmkd': _loss_cmkd,
     'pld': _loss_pld,
+    'mlkd': _loss_mlkd,
+    'mlkd-ls': _loss_mlkd_ls,
 }
 
 

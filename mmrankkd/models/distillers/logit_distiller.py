@@ -33,14 +33,16 @@ from mmengine.model import BaseModel, revert_sync_batchnorm
 from mmrankkd.registry import MODELS
 from .checkpoint import (STUDENT_PREFIX, load_teacher_checkpoint,
                          read_teacher_checkpoint)
+from .distillation_token import (distillation_token_step,
+                                 has_distillation_token)
 from .logit_taps import LogitTap
 from .model_source import ModelSource, build_resolved, resolve_model_cfg
 from .teacher import AUTOCAST_DTYPES, LiveTeacher, attach_teacher_predictions
 from .teacher_input import TeacherInput
+from .views import VIEW_NAMES, check_views, is_multi_view, preprocess_views
 # mmpretrain heads whose distilled (two-token) form mmpretrain refuses to
-# train, with mmpretrain's reason.
+# train, with mmpretrain's reason. (DeiT's trains: .distillation_token.)
 _UNTRAINABLE_HEADS = {
-    'DeiTClsHead': 'MMPretrain cannot train the distilled version DeiT',
     'EfficientFormerClsHead': 'MMPretrain doesn\'t support to train the '
     'distilled version EfficientFormer',
     'LeViTClsHead': 'MMPretrain doesn\'t support training in distillation '
@@ -315,6 +317,27 @@ class LogitDistiller(BaseModel):
             teacher_autocast, teacher_channels_last)
 
         self.distill_losses = losses
+        #: Views of each image the losses take (2: MLKD's weak + strong).
+        self.num_views = self._views_of(losses)
+        #: A DeiT student: class token on the labels, distillation token
+        #: on the teacher (:mod:`.distillation_token`).
+        self.distillation_token = has_distillation_token(student_model, kind)
+        if self.distillation_token:
+            if student_tap:
+                raise ValueError(
+                    'model.student_tap is set, but a DeiT student\'s '
+                    'distill losses always get its distillation token\'s '
+                    'logits (head.layers.head_dist). Fix: remove '
+                    'student_tap.')
+            if self.num_views > 1:
+                raise ValueError(
+                    'A DeiT (distillation-token) student cannot take '
+                    'two-view losses (MLKD). Fix: use one-view losses, e.g. '
+                    "mmrankkd.DeiTDistillationLoss.")
+            print_log(
+                'DeiT student: its head\'s loss trains the class token, the '
+                'distill losses get the distillation token\'s logits; it '
+                'predicts with their average.', logger='current')
         self._set_ignore_index()
         self._check_batch_augments()
         self.student_task_loss = student_task_loss
@@ -391,6 +414,26 @@ class LogitDistiller(BaseModel):
                     f'{type(head).__name__} ignores {head_ignore}. Fix: '
                     'remove ignore_index from the loss (it follows the '
                     'head) or make them agree.')
+
+    def _views_of(self, losses: nn.ModuleDict) -> int:
+        """1, or 2 where a loss takes two views (``num_views = 2``)."""
+        views = {getattr(loss, 'num_views', 1) for loss in losses.values()}
+        num_views = max(views)
+        if num_views not in (1, 2):
+            raise ValueError(f'distill losses with num_views={num_views}: '
+                             'only 1 or 2 views are supported.')
+        if num_views == 2 and self.kind != 'cls':
+            raise ValueError(
+                'Two-view losses (MLKD) are for classifiers; the student is '
+                'a segmentor. Fix: use a per-pixel loss (KD, DKD, DIST).')
+        if num_views == 2 and getattr(self.data_preprocessor,
+                                      'batch_augments', None) is not None:
+            raise ValueError(
+                'Two-view losses (MLKD) run each view as its own batch; '
+                'the data preprocessor\'s batch_augments (Mixup/CutMix) '
+                'would mix the two views differently. Fix: remove '
+                'data_preprocessor.batch_augments.')
+        return num_views
 
     def _check_batch_augments(self) -> None:
         """Label-requiring losses cannot use mixed (Mixup/CutMix) targets:
@@ -469,6 +512,26 @@ class LogitDistiller(BaseModel):
         ``inputs``, in new samples (``data_samples`` are not modified)."""
         return self.teacher_source.predict(inputs, data_samples)
 
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper) -> Dict[str, torch.Tensor]:
+        """BaseModel's train step; with two-view losses each view of the
+        batch is preprocessed on its own (:mod:`.views`)."""
+        if self.num_views == 1:
+            if isinstance(data, dict) and is_multi_view(data.get('inputs')):
+                raise ValueError(
+                    'The train pipeline yields several views of each image '
+                    '(MultiView) but no distill loss takes more than one. '
+                    'Fix: drop MultiView from the pipeline or add a two-view '
+                    'loss (mmrankkd.MLKDLoss).')
+            return super().train_step(data, optim_wrapper)
+        with optim_wrapper.optim_context(self):
+            data = preprocess_views(self.data_preprocessor, data,
+                                    self.num_views, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_losses, log_vars = self.parse_losses(losses)
+        optim_wrapper.update_params(parsed_losses)
+        return log_vars
+
     def val_step(self, data: Union[dict, tuple, list]) -> list:
         """The student's predictions; with ``predict_with_teacher`` set (by
         the distill loops) the teacher's are attached as ``teacher_*``
@@ -539,11 +602,18 @@ class LogitDistiller(BaseModel):
         """The student's own losses (its ``loss()``'s keys; classifiers'
         under ``cls.``) plus distillation losses (``distill.<name>``), from
         one student forward."""
-        with self.student_tap:
-            task_losses = self.student.loss(inputs, data_samples)
+        if self.num_views > 1:
+            return self._multi_view_loss(inputs, data_samples)
+        if self.distillation_token:
+            task_losses, s_logits = distillation_token_step(
+                self.student, inputs, data_samples)
+        else:
+            with self.student_tap:
+                task_losses = self.student.loss(inputs, data_samples)
+            s_logits = self.student_tap.logits
         # The losses compute in float32: under mixed precision the student's
         # logits are upcast and the teacher's are never rounded to half.
-        s_logits = self.student_tap.logits.float()
+        s_logits = s_logits.float()
         losses: Dict[str, torch.Tensor] = {}
         if self.student_task_loss:
             prefix = 'cls.' if self.kind == 'cls' else ''
@@ -563,4 +633,36 @@ class LogitDistiller(BaseModel):
             else:
                 value = loss(s_logits, t_logits)
             losses[f'distill.{name}'] = value
+        return losses
+
+    def _multi_view_loss(self, views: List[torch.Tensor],
+                         data_samples: list) -> Dict[str, torch.Tensor]:
+        """Two views (weak, strong): the student's own loss on each (the
+        strong view's keys under ``cls.strong.``), the teacher on each; a
+        two-view loss gets ``(s_weak, t_weak, s_strong, t_strong)``, a
+        one-view loss the weak view only."""
+        check_views(views, self.num_views)
+        losses: Dict[str, torch.Tensor] = {}
+        logits = []
+        for name, inputs in zip(VIEW_NAMES, views):
+            with self.student_tap:
+                task_losses = self.student.loss(inputs, data_samples)
+            s_logits = self.student_tap.logits.float()
+            if self.student_task_loss:
+                prefix = 'cls.' if name == VIEW_NAMES[0] else f'cls.{name}.'
+                losses.update({prefix + k: v for k, v in task_losses.items()})
+            logits += [s_logits, self.match_teacher(
+                s_logits, self.teacher_logits(inputs, data_samples))]
+        labels = self._labels(data_samples, logits[0])
+        for name, loss in self.distill_losses.items():
+            args = logits if getattr(loss, 'num_views', 1) == 2 else \
+                logits[:2]
+            if getattr(loss, 'requires_labels', False):
+                if labels is None:
+                    raise ValueError(
+                        f'distill loss "{name}" ({type(loss).__name__}) '
+                        'needs labels but the data samples carry none '
+                        '(gt_label).')
+                args = args + [labels]
+            losses[f'distill.{name}'] = loss(*args)
         return losses
