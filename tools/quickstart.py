@@ -234,7 +234,9 @@ def agreement_with_teacher(samples, name):
     percent of valid pixels with the same class, mean Kendall tau."""
     import torch
     from mmrankkd.evaluation import TeacherStudentAgreement
-    metric = TeacherStudentAgreement()
+    # The quick-start heads keep mmseg's default ignore label, 255 (the
+    # synthetic data's void pixels), as the distill loops would pass it.
+    metric = TeacherStudentAgreement(ignore_index=255)
     for item in samples:
         s, t = item[name], item['teacher']
         metric.process(None, [
