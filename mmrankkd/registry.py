@@ -11,6 +11,7 @@ from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
 # Losses and the distiller.
@@ -29,3 +30,7 @@ LOOPS = Registry(
 MODEL_WRAPPERS = Registry(
     'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS,
     locations=['mmrankkd.engine'])
+# Data transforms that record their view (teacher-logit store).
+TRANSFORMS = Registry(
+    'transform', parent=MMENGINE_TRANSFORMS,
+    locations=['mmrankkd.datasets.transforms'])
