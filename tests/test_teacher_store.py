@@ -6,6 +6,7 @@ logits: same loss values and same student weights over a few training
 steps. A truncated, changed or mismatched store, and a training pipeline
 that does not record its views, are refused with named errors."""
 import copy
+import glob
 import runpy
 import sys
 from pathlib import Path
@@ -267,3 +268,46 @@ def test_missing_views_and_unrecorded_pipelines_are_errors(setup, tmp_path):
             disable_cifar100_md5_check():
         build_store(cfg, str(tmp_path / 'plain'), device='cpu',
                     log=lambda *a: None)
+
+
+def test_runner_trains_and_validates_with_a_store(setup, tmp_path):
+    """tools/train.py with model.teacher_store: training reads the store
+    (spot-checked against the live teacher on every batch), validation's
+    agreement metrics use the live teacher."""
+    cfg = tmp_path / 'store_cfg.py'
+    cfg.write_text(
+        f'_base_ = [{str(CONFIG)!r}]\n'
+        f'data_root = {setup["root"]!r}\n'
+        f'model = dict(student={setup["cfg"].model.student.to_dict()!r},\n'
+        f'             teacher={str(MODELS_DIR / "resnet8.py")!r},\n'
+        f'             teacher_ckpt={str(setup["ckpt"])!r},\n'
+        f'             teacher_store=dict(path={setup["store"]!r},\n'
+        '                                spot_check_interval=1,\n'
+        '                                spot_check_tol=1e-5))\n'
+        'model["student"].update(_delete_=True)\n'
+        f'train_pipeline = {VIEW_PIPELINE!r}\n'
+        'train_dataloader = dict(batch_size=4, num_workers=0, dataset=dict('
+        'data_root=data_root, pipeline=train_pipeline))\n'
+        'val_dataloader = dict(batch_size=4, num_workers=0, '
+        'dataset=dict(data_root=data_root))\n'
+        'test_dataloader = val_dataloader\n'
+        'train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)\n'
+        'default_hooks = dict(logger=dict(interval=1))\n'
+        'randomness = dict(seed=0)\n')
+    argv = sys.argv
+    sys.argv = ['train.py', str(cfg), '--work-dir', str(tmp_path / 'wd')]
+    try:
+        with disable_cifar100_md5_check():
+            runpy.run_path(str(REPO / 'tools' / 'train.py'),
+                           run_name='__main__')
+    finally:
+        sys.argv = argv
+    log = '\n'.join(Path(p).read_text()
+                    for p in glob.glob(f'{tmp_path}/wd/*/*.log'))
+    assert 'Teacher logits from store' in log
+    train = [l for l in log.splitlines() if 'Epoch(train)' in l]
+    assert len(train) == NUM_TRAIN // 4
+    assert all('distill.loss_kd' in l for l in train)
+    val = [l for l in log.splitlines() if 'Epoch(val)' in l and
+           'agreement/top1' in l]
+    assert val and 'teacher/accuracy/top1' in val[-1]
