@@ -31,7 +31,8 @@ from mmrankkd.models.distillers.teacher_store import (MissingViewError,
 from mmrankkd.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / 'configs' / 'cifar100' / 'kd_resnet32x4_resnet8x4_1xb64_cifar100.py'
+CONFIG = REPO / 'configs' / 'cifar100' / (
+    'kd_resnet32x4_resnet8x4_1xb64_cifar100.py')
 MODELS_DIR = REPO / 'configs' / 'cifar100' / '_base_' / 'models'
 sys.path.insert(0, str(REPO / 'tools'))
 from build_teacher_store import build_store  # noqa: E402

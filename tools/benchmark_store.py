@@ -106,7 +106,8 @@ def partial_store(cfg, batch, out):
                                 distiller.num_classes)
     writer.write(samples, views, logits, labels)
     writer.close(**teacher_identity(distiller),
-                 pipeline=pipeline_record(cfg.train_dataloader.dataset.pipeline),
+                 pipeline=pipeline_record(
+                     cfg.train_dataloader.dataset.pipeline),
                  dataset=dataset_record(cfg.train_dataloader.dataset))
     return logits
 
@@ -170,12 +171,12 @@ def build_rows(args, tmp, root):
                                 device=args.device, log=lambda *a: None)
         views = index['num_samples'] * index['num_views']
         per_view = index['build_seconds'] / views
+        share = index['teacher_forward_seconds'] / index['build_seconds']
         full_h = per_view * TRAIN * VIEWS / 3600
         rows[teacher] = per_view
         print(f'| {teacher} | {views} | {index["build_seconds"]:.1f} | '
               f'{per_view * 1e3:.2f} | '
-              f'{index["teacher_forward_seconds"] / index["build_seconds"]:.0%}'
-              f' | {full_h:.1f} (extrapolated) |', flush=True)
+              f'{share:.0%} | {full_h:.1f} (extrapolated) |', flush=True)
     return rows
 
 
@@ -200,8 +201,8 @@ def table_rows(args, batch):
           f'{online / 3600:.0f} | {once / 3600:.0f} |')
     print(f'Teacher forward time, one seed of the table: online '
           f'{online / 3600:.0f} h, stores {once / 3600:.0f} h '
-          f'({online / once:.1f}x less; k seeds: online k x {online / 3600:.0f}'
-          f' h, stores still {once / 3600:.0f} h).'
+          f'({online / once:.1f}x less; k seeds: online k x '
+          f'{online / 3600:.0f} h, stores still {once / 3600:.0f} h).'
           f' Store size per teacher {TRAIN * VIEWS * CLASSES * 4 / 1e9:.2f}'
           f' GB (float32), {len(TABLE_TEACHERS)} teachers '
           f'{len(TABLE_TEACHERS) * TRAIN * VIEWS * CLASSES * 4 / 1e9:.1f} '
@@ -240,8 +241,8 @@ def main():
               'student | store / student |\n|---|---|---|---|---|---|---|')
         step_rows(args, tmp, root, batch)
     if 'build' not in args.skip:
-        print(f'\n| teacher | views built | build s | ms per view | teacher '
-              f'forward share | 50,000 x 162 views, h |\n|---|---|---|---|'
+        print('\n| teacher | views built | build s | ms per view | teacher '
+              'forward share | 50,000 x 162 views, h |\n|---|---|---|---|'
               '---|---|')
         build_rows(args, tmp, root)
     if 'table' not in args.skip:

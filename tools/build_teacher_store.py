@@ -101,11 +101,12 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
         f'({" x ".join(map(str, counts))}) x {distiller.num_classes} '
         f'classes, {n * num_views * distiller.num_classes * 4 / 1e9:.3f} GB')
     start = time.perf_counter()
-    todo = [(i, v) for i in range(n) for v in range(num_views)]
+    total_views = n * num_views
     infos = {}
     forward_s = 0.0
-    for b in range(0, len(todo), batch_size):
-        chunk = todo[b:b + batch_size]
+    for b in range(0, total_views, batch_size):
+        chunk = [divmod(k, num_views)
+                 for k in range(b, min(b + batch_size, total_views))]
         packed = []
         for i, v in chunk:
             if i not in infos:
@@ -134,7 +135,7 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
         writer.write(np.asarray([i for i, _ in chunk]),
                      np.asarray([v for _, v in chunk]), logits, labels)
         if (b // batch_size) % 50 == 0:
-            log(f'  {b + len(chunk)}/{len(todo)} views, '
+            log(f'  {b + len(chunk)}/{total_views} views, '
                 f'{time.perf_counter() - start:.1f} s')
     build_s = time.perf_counter() - start
     index = writer.close(
@@ -144,7 +145,7 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
         build_seconds=build_s, teacher_forward_seconds=forward_s,
         build_device=str(device), build_batch_size=batch_size)
     log(f'Built in {build_s:.1f} s ({forward_s:.1f} s teacher forward), '
-        f'{len(todo) / build_s:.1f} views/s.')
+        f'{total_views / build_s:.1f} views/s.')
     return index
 
 
