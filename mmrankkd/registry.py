@@ -17,7 +17,7 @@ from mmengine.registry import Registry
 # Losses and the distiller.
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS, locations=['mmrankkd.models'])
-# Data transforms (MLKD's strong view).
+# Data transforms (MLKD's strong view; views recorded for the teacher store).
 TRANSFORMS = Registry(
     'transform', parent=MMENGINE_TRANSFORMS,
     locations=['mmrankkd.datasets'])

@@ -134,7 +134,7 @@ def test_one_view_losses_beside_mlkd_get_the_weak_view(ckpt):
 def test_strong_view_ops_and_cutout():
     from PIL import Image
 
-    from mmrankkd.datasets.transforms import CUTOUT_FILL, OPS, cutout
+    from mmrankkd.datasets.transforms.randaugment import CUTOUT_FILL, OPS, cutout
     rng = np.random.RandomState(0)
     img = Image.fromarray(rng.randint(0, 256, (32, 32, 3), np.uint8))
     assert len(OPS) == 14  # the authors' augment_list

@@ -26,7 +26,11 @@ def check_run_config(cfg: Config) -> None:
       plain ``ValLoop``/``TestLoop`` it would fail at the first validation.
     * Mixed precision (``AmpOptimWrapper``, ``--amp``) needs a CUDA GPU in
       MMEngine 0.10.
+    * A teacher store (``model.teacher_store``) must have been built with
+      this run's training pipeline and data set.
     """
+    from mmrankkd.models.distillers.teacher_store import check_store_config
+    check_store_config(cfg)
     for stage, loop in _DISTILL_LOOPS.items():
         metrics = _metric_types(cfg.get(f'{stage}_evaluator'))
         loop_cfg = cfg.get(f'{stage}_cfg') or {}

@@ -39,6 +39,7 @@ from .logit_taps import LogitTap
 from .model_source import ModelSource, build_resolved, resolve_model_cfg
 from .teacher import AUTOCAST_DTYPES, LiveTeacher, attach_teacher_predictions
 from .teacher_input import TeacherInput
+from .teacher_store import build_stored_teacher
 from .views import VIEW_NAMES, check_views, is_multi_view, preprocess_views
 # mmpretrain heads whose distilled (two-token) form mmpretrain refuses to
 # train, with mmpretrain's reason. (DeiT's trains: .distillation_token.)
@@ -228,6 +229,12 @@ class LogitDistiller(BaseModel):
             upcast to float32). Defaults to None (full precision).
         teacher_channels_last (bool): Run the teacher in channels_last
             memory format. Defaults to False.
+        teacher_store (str | dict, optional): Read the teacher's training
+            logits from a store built by ``tools/build_teacher_store.py``
+            (a directory, or ``dict(path=..., spot_check_interval=...,
+            on_missing=...)``; see :mod:`.teacher_store`) instead of running
+            the teacher; the live teacher still serves validation. Defaults
+            to None (the live teacher).
         data_preprocessor (dict, optional): Defaults to the student's.
         init_cfg (dict, optional): Initialisation config; the teacher is
             never initialised (it is loaded from ``teacher_ckpt``).
@@ -245,6 +252,7 @@ class LogitDistiller(BaseModel):
                  teacher_tap: Optional[dict] = None,
                  teacher_autocast: Optional[str] = None,
                  teacher_channels_last: bool = False,
+                 teacher_store: Optional[Union[str, dict]] = None,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         # Cheap checks first: nothing is built for a config that cannot run.
@@ -309,12 +317,15 @@ class LogitDistiller(BaseModel):
         # Not a registered submodule: see the module docstring.
         object.__setattr__(self, '_teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
+        self.teacher_cfg = teacher_cfg
         self.teacher_input = self._build_teacher_input(
             teacher_data_preprocessor, teacher_cfg)
         #: Where the teacher's logits come from (:mod:`.teacher`).
         self.teacher_source = LiveTeacher(
             teacher_model, kind, teacher_tap, self.teacher_input,
             teacher_autocast, teacher_channels_last)
+        if teacher_store is not None:  # the store replaces it in training
+            self.teacher_source = build_stored_teacher(teacher_store, self)
 
         self.distill_losses = losses
         #: Views of each image the losses take (2: MLKD's weak + strong).

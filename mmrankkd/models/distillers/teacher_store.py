@@ -1,0 +1,520 @@
+"""The teacher-logit store: the teacher's logits computed once, read back.
+
+A distillation run asks its teacher for the logits of each training view.
+Where the augmentation has finitely many outcomes (the CIFAR recipe's
+``RandomCrop(32, padding=4)`` + horizontal flip: 81 x 2 = 162 views per
+image) every view can be run through the teacher once, by
+``tools/build_teacher_store.py``, and every later run of that teacher (any
+student, loss or seed) reads the logits instead of running the teacher.
+
+A store is a directory:
+
+* ``index.json``: the layout (samples x views x classes, float32), what
+  made it (the teacher's resolved config and its sha256, the checkpoint
+  file's and the loaded weights' sha256, the teacher's preprocessing and
+  precision, the class count, the training pipeline, the data set) and
+  the sha256 of every block of rows. It is written last: a directory
+  without it is an interrupted build.
+* ``logits.f32``: float32 ``(num_samples, num_views, num_classes)``,
+  C order, memory-mapped.
+* ``filled.u8``: uint8 ``(num_samples, num_views)``, 1 where a view was
+  written (a build limited with ``--num-samples`` leaves the rest out).
+* ``labels.i64``: int64 ``(num_samples, )``, each sample's label, checked
+  against the batch's so that another data set (or order) is refused.
+
+:class:`StoredTeacher` is a *teacher source* (like
+:class:`~.teacher.LiveTeacher`): ``logits(inputs, data_samples)`` reads each
+sample's ``sample_idx`` and ``teacher_view`` (recorded by
+:mod:`mmrankkd.datasets.transforms`) from its metainfo and returns the
+stored rows. Validation's teacher predictions (agreement metrics, the
+teacher's own score) still come from the live teacher, which the distiller
+keeps loaded for them and for the spot check.
+"""
+import hashlib
+import json
+import logging
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+from torch import Tensor
+
+FORMAT = 'mmrankkd-teacher-store'
+VERSION = 1
+VIEW_KEY = 'teacher_view'  # = mmrankkd.datasets.transforms.VIEW_KEY
+FILES = {'logits': ('logits.f32', np.float32),
+         'filled': ('filled.u8', np.uint8),
+         'labels': ('labels.i64', np.int64)}
+
+
+class TeacherStoreError(ValueError):
+    """A teacher store cannot be used (base class)."""
+
+
+class StoreMismatchError(TeacherStoreError):
+    """The store was made by another teacher, pipeline or data set."""
+
+
+class StoreCorruptError(TeacherStoreError):
+    """The store's files are missing, truncated or changed."""
+
+
+class MissingViewError(TeacherStoreError):
+    """A training sample's view is not in the store."""
+
+
+# ----------------------------------------------------------------------
+# Identity: what made the logits.
+def plain(obj):
+    """Config values as plain JSON types (ConfigDict -> dict, tuple ->
+    list), so that two configs compare by value."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)
+
+
+def _sha256_text(obj) -> str:
+    text = json.dumps(plain(obj), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_sha256(path: str, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 of a model's state dict (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        value = value.detach().cpu().contiguous()
+        digest.update(f'{name}:{value.dtype}:{tuple(value.shape)}'.encode())
+        digest.update(value.numpy().tobytes() if value.dtype !=
+                      torch.bfloat16 else value.view(torch.int16).numpy()
+                      .tobytes())
+    return digest.hexdigest()
+
+
+def teacher_identity(distiller) -> Dict:
+    """What decides the teacher's logits for a given input: its resolved
+    config, checkpoint, loaded weights, preprocessing, precision and class
+    count."""
+    live = distiller.teacher_source
+    ckpt = distiller.teacher_ckpt
+    local = isinstance(ckpt, str) and osp.isfile(ckpt)
+    return dict(
+        teacher_config_sha256=_sha256_text(distiller.teacher_cfg),
+        teacher_config=plain(distiller.teacher_cfg),
+        checkpoint=ckpt,
+        checkpoint_sha256=file_sha256(ckpt) if local else None,
+        weights_sha256=weights_sha256(live.model),
+        teacher_input=live.teacher_input.describe(),
+        teacher_autocast=live.autocast,
+        teacher_channels_last=bool(live.channels_last),
+        num_classes=distiller.num_classes)
+
+
+#: Identity fields compared when a store is opened, with the fix to name.
+_CHECKED = {
+    'teacher_config_sha256': 'the teacher config differs',
+    'checkpoint_sha256': 'the teacher checkpoint file differs',
+    'weights_sha256': 'the loaded teacher weights differ',
+    'teacher_input': 'the teacher\'s preprocessing differs',
+    'teacher_autocast': 'model.teacher_autocast differs',
+    'teacher_channels_last': 'model.teacher_channels_last differs',
+    'num_classes': 'the class count differs',
+}
+
+
+def pipeline_record(pipeline: Sequence) -> List:
+    """The training pipeline as stored (plain JSON)."""
+    return plain(list(pipeline))
+
+
+def dataset_record(dataset_cfg: dict) -> Dict:
+    """The parts of the data set config that choose the samples and their
+    order (not data_root: the data may move)."""
+    cfg = plain(dataset_cfg)
+    return {k: cfg.get(k) for k in ('type', 'split', 'ann_file', 'indices',
+                                    'data_prefix', 'test_mode')}
+
+
+# ----------------------------------------------------------------------
+# Files.
+def _shapes(index: Dict) -> Dict:
+    n, v, c = index['num_samples'], index['num_views'], index['num_classes']
+    return {'logits': (n, v, c), 'filled': (n, v), 'labels': (n, )}
+
+
+def _block_digest(arrays: Sequence[np.ndarray], start: int,
+                  stop: int) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array[start:stop]).tobytes())
+    return digest.hexdigest()
+
+
+class TeacherStoreWriter:
+    """Writes a store (used by ``tools/build_teacher_store.py``).
+
+    Args:
+        root (str): The store directory (created; must not hold a store).
+        num_samples (int): Samples (rows) in the store.
+        view_counts (list[int]): Views of each view transform, in pipeline
+            order; the store has their product per sample.
+        num_classes (int): Classes of the teacher's logits.
+        block_size (int): Samples per checksummed block. Defaults to 1024.
+    """
+
+    def __init__(self, root: str, num_samples: int, view_counts: List[int],
+                 num_classes: int, block_size: int = 1024):
+        if osp.exists(osp.join(root, 'index.json')):
+            raise FileExistsError(
+                f'{root} already holds a teacher store. Fix: choose a new '
+                '--out directory or delete that one.')
+        os.makedirs(root, exist_ok=True)
+        self.root = root
+        self.index = dict(
+            format=FORMAT, version=VERSION, mode='exact',
+            num_samples=int(num_samples), view_counts=list(view_counts),
+            num_views=int(np.prod(view_counts)), num_classes=int(num_classes),
+            dtype='float32', block_size=int(block_size))
+        self.arrays = {
+            key: np.memmap(osp.join(root, name), dtype=dtype, mode='w+',
+                           shape=_shapes(self.index)[key])
+            for key, (name, dtype) in FILES.items()}
+        self.arrays['labels'][:] = -1
+
+    def write(self, samples: np.ndarray, views: np.ndarray, logits: Tensor,
+              labels: np.ndarray) -> None:
+        """Store ``logits[i]`` as view ``views[i]`` of ``samples[i]``."""
+        self.arrays['logits'][samples, views] = logits.detach().cpu().float(
+        ).numpy()
+        self.arrays['filled'][samples, views] = 1
+        self.arrays['labels'][samples] = labels
+
+    def close(self, **record) -> Dict:
+        """Flush, checksum every block and write ``index.json`` (with
+        ``record``: identity, pipeline, data set, build time)."""
+        for array in self.arrays.values():
+            array.flush()
+        n, bs = self.index['num_samples'], self.index['block_size']
+        arrays = [self.arrays[k] for k in FILES]
+        self.index['block_sha256'] = [
+            _block_digest(arrays, s, min(s + bs, n)) for s in range(0, n, bs)]
+        self.index['views_filled'] = int(self.arrays['filled'].sum())
+        self.index.update(plain(record))
+        tmp = osp.join(self.root, 'index.json.tmp')
+        with open(tmp, 'w') as f:
+            json.dump(self.index, f, indent=1)
+        os.replace(tmp, osp.join(self.root, 'index.json'))
+        del self.arrays
+        return self.index
+
+
+class TeacherStore:
+    """A store opened for reading.
+
+    Args:
+        root (str): The store directory.
+        verify (bool): Check each block's sha256 the first time it is read
+            (the whole store is read once over the first epoch). Sizes are
+            always checked. Defaults to True.
+    """
+
+    def __init__(self, root: str, verify: bool = True):
+        self.root = root
+        self.verify = verify
+        path = osp.join(root, 'index.json')
+        if not osp.isfile(path):
+            raise StoreCorruptError(
+                f'{root} holds no teacher store (no index.json: not built, '
+                'or the build was interrupted). Fix: run tools/'
+                f'build_teacher_store.py CONFIG --out {root}.')
+        try:
+            with open(path) as f:
+                self.index = json.load(f)
+            assert self.index['format'] == FORMAT
+            shapes = _shapes(self.index)
+        except Exception as error:
+            raise StoreCorruptError(
+                f'{path} is not a readable teacher-store index ({error!r}). '
+                'Fix: rebuild the store.') from error
+        if self.index['version'] != VERSION:
+            raise StoreMismatchError(
+                f'{root} is a version {self.index["version"]} store; this '
+                f'mmrankkd reads version {VERSION}. Fix: rebuild it.')
+        self.arrays = {}
+        for key, (name, dtype) in FILES.items():
+            file = osp.join(root, name)
+            expected = int(np.prod(shapes[key])) * np.dtype(dtype).itemsize
+            size = osp.getsize(file) if osp.isfile(file) else None
+            if size != expected:
+                raise StoreCorruptError(
+                    f'{file} is {size} bytes, the index says {expected} '
+                    f'({shapes[key]} {np.dtype(dtype).name}): the store is '
+                    'truncated or was changed. Fix: rebuild it.')
+            self.arrays[key] = np.memmap(file, dtype=dtype, mode='r',
+                                         shape=shapes[key])
+        self.num_samples = self.index['num_samples']
+        self.view_counts = list(self.index['view_counts'])
+        self.num_classes = self.index['num_classes']
+        self._verified = np.zeros(len(self.index['block_sha256']), bool)
+
+    def _verify_blocks(self, samples: np.ndarray) -> None:
+        bs = self.index['block_size']
+        arrays = [self.arrays[k] for k in FILES]
+        for block in np.unique(samples // bs):
+            if self._verified[block]:
+                continue
+            start = int(block) * bs
+            stop = min(start + bs, self.num_samples)
+            if _block_digest(arrays, start, stop) != \
+                    self.index['block_sha256'][block]:
+                raise StoreCorruptError(
+                    f'{self.root}: samples {start}..{stop - 1} do not match '
+                    'their sha256 in index.json: the store was changed or '
+                    'is corrupted. Fix: rebuild it.')
+            self._verified[block] = True
+
+    def check_identity(self, identity: Dict) -> None:
+        """Refuse a store made by another teacher (config, checkpoint,
+        weights, preprocessing, precision, class count)."""
+        for key, what in _CHECKED.items():
+            stored, ours = self.index.get(key), identity.get(key)
+            if key == 'checkpoint_sha256' and (stored is None or ours is None):
+                continue  # a URL: the weights' sha256 decides
+            if stored != ours:
+                raise StoreMismatchError(
+                    f'Teacher store {self.root} does not fit this teacher: '
+                    f'{what} (store: {stored!r}, this run: {ours!r}; store '
+                    f'built from checkpoint {self.index.get("checkpoint")!r}'
+                    '). Fix: build a store for this teacher with tools/'
+                    'build_teacher_store.py, or point model.teacher_store at '
+                    'the right one.')
+
+    def read(self, samples: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """float32 ``(len(samples), num_classes)``; raises
+        :class:`MissingViewError` for a view that was not built."""
+        if len(samples) and (samples.min() < 0 or
+                             samples.max() >= self.num_samples):
+            bad = samples[(samples < 0) | (samples >= self.num_samples)]
+            raise MissingViewError(
+                f'Samples {bad.tolist()[:8]} are not in teacher store '
+                f'{self.root} ({self.num_samples} samples). Fix: build the '
+                'store for the whole training set.')
+        if self.verify:
+            self._verify_blocks(samples)
+        missing = self.arrays['filled'][samples, views] == 0
+        if missing.any():
+            pairs = list(zip(samples[missing].tolist(),
+                             views[missing].tolist()))
+            raise MissingViewError(
+                f'Teacher store {self.root} lacks (sample, view) {pairs[:8]}'
+                '. Fix: build it for every sample and view (no '
+                '--num-samples), or set model.teacher_store.on_missing='
+                "'live' to run the teacher for such batches.")
+        return np.asarray(self.arrays['logits'][samples, views])
+
+    def labels(self, samples: np.ndarray) -> np.ndarray:
+        return np.asarray(self.arrays['labels'][samples])
+
+
+# ----------------------------------------------------------------------
+# The teacher source.
+class StoredTeacher:
+    """Teacher logits read from a :class:`TeacherStore`.
+
+    Args:
+        store (TeacherStore): The opened store.
+        live (LiveTeacher): The live teacher, for validation predictions,
+            the spot check and (``on_missing='live'``) missing views.
+        spot_check_interval (int): Every this many training batches
+            (counting from the first), also run the live teacher and refuse
+            a difference beyond ``spot_check_tol``. 0 turns it off.
+        spot_check_tol (float): Largest allowed absolute difference,
+            relative to the batch's largest absolute logit. Defaults to 1e-4
+            (float32 noise of a different batch composition is ~1e-6).
+        on_missing (str): ``'error'`` (default): a view missing from the
+            store is an error. ``'live'``: run the teacher for that batch
+            (counted in :attr:`live_batches`, logged once).
+    """
+
+    def __init__(self, store: TeacherStore, live, spot_check_interval=0,
+                 spot_check_tol: float = 1e-4, on_missing: str = 'error'):
+        if on_missing not in ('error', 'live'):
+            raise ValueError(
+                "model.teacher_store.on_missing must be 'error' or 'live', "
+                f'got {on_missing!r}.')
+        self.store = store
+        self.live = live
+        self.spot_check_interval = int(spot_check_interval)
+        self.spot_check_tol = float(spot_check_tol)
+        self.on_missing = on_missing
+        self.calls = 0
+        self.live_batches = 0
+        self.spot_checks = 0
+
+    def keys(self, data_samples: Optional[list]):
+        """(sample indices, view ids, labels) of a batch from its
+        metainfo; named errors where the pipeline does not record them."""
+        if not data_samples:
+            raise MissingViewError(
+                'The teacher store needs the data samples (sample_idx and '
+                f'{VIEW_KEY} in their metainfo); the batch has none.')
+        samples, views, labels = [], [], []
+        counts = self.store.view_counts
+        for ds in data_samples:
+            meta = ds.metainfo
+            if 'sample_idx' not in meta or VIEW_KEY not in meta:
+                raise MissingViewError(
+                    'A training sample does not say which view it is '
+                    f'(metainfo has {sorted(meta)}; needs sample_idx and '
+                    f'{VIEW_KEY}). Fix: use mmrankkd.ViewRandomCrop / '
+                    'mmrankkd.ViewRandomFlip in the training pipeline and '
+                    "PackInputs(meta_keys=(..., 'sample_idx', "
+                    f"'{VIEW_KEY}')); see docs/teacher_store.md.")
+            parts = meta[VIEW_KEY]
+            if [int(c) for _, c in parts] != counts:
+                raise StoreMismatchError(
+                    f'The sample\'s view transforms have '
+                    f'{[c for _, c in parts]} views, the store '
+                    f'{counts}: the training pipeline differs from the '
+                    'store\'s. Fix: train with the pipeline the store was '
+                    'built with, or rebuild the store.')
+            vid = 0
+            for index, count in parts:
+                vid = vid * int(count) + int(index)
+            samples.append(int(meta['sample_idx']))
+            views.append(vid)
+            if 'gt_label' in ds:
+                labels.append(int(ds.gt_label.reshape(-1)[0]))
+        return np.asarray(samples), np.asarray(views), labels
+
+    def logits(self, inputs: Tensor,
+               data_samples: Optional[list] = None) -> Tensor:
+        """The stored float32 logits of each sample's view."""
+        samples, views, labels = self.keys(data_samples)
+        calls, self.calls = self.calls, self.calls + 1
+        try:
+            rows = self.store.read(samples, views)
+        except MissingViewError:
+            if self.on_missing != 'live':
+                raise
+            if not self.live_batches:
+                print_log(
+                    'Teacher store: a batch has views the store lacks; '
+                    'running the live teacher for such batches '
+                    "(on_missing='live').", logger='current',
+                    level=logging.WARNING)
+            self.live_batches += 1
+            return self.live.logits(inputs, data_samples)
+        if labels and len(labels) == len(samples):
+            stored = self.store.labels(samples)
+            if not np.array_equal(stored, np.asarray(labels)):
+                bad = np.flatnonzero(stored != np.asarray(labels))[:4]
+                raise StoreMismatchError(
+                    f'Samples {samples[bad].tolist()} have labels '
+                    f'{np.asarray(labels)[bad].tolist()} but the store '
+                    f'recorded {stored[bad].tolist()}: another data set or '
+                    'sample order. Fix: train on the data set the store was '
+                    'built from, or rebuild the store.')
+        out = torch.from_numpy(rows).to(inputs.device)
+        if self.spot_check_interval and calls % self.spot_check_interval \
+                == 0:
+            self.spot_check(out, inputs, data_samples, samples, views)
+        return out
+
+    def spot_check(self, stored: Tensor, inputs: Tensor, data_samples,
+                   samples, views) -> None:
+        live = self.live.logits(inputs, data_samples)
+        self.spot_checks += 1
+        diff = (live - stored).abs().max().item()
+        scale = max(live.abs().max().item(), 1.0)
+        if not diff <= self.spot_check_tol * scale:
+            raise StoreMismatchError(
+                f'Spot check: the stored teacher logits differ from the live '
+                f'teacher\'s by up to {diff:.3g} (tolerance '
+                f'{self.spot_check_tol * scale:.3g}) on samples '
+                f'{samples.tolist()[:8]}, views {views.tolist()[:8]}. The '
+                'store does not match this teacher, pipeline or data. Fix: '
+                'rebuild the store.')
+
+    def predict(self, inputs: Tensor, data_samples: Optional[list] = None):
+        """Validation: the live teacher's predictions."""
+        return self.live.predict(inputs, data_samples)
+
+
+def build_stored_teacher(cfg: Union[str, dict], distiller) -> StoredTeacher:
+    """``model.teacher_store`` -> a :class:`StoredTeacher` around the
+    distiller's live teacher, refusing a store that does not fit.
+
+    ``cfg``: the store directory, or ``dict(path=..., verify=True,
+    spot_check_interval=0, spot_check_tol=1e-4, on_missing='error')``.
+    """
+    cfg = dict(path=cfg) if isinstance(cfg, str) else dict(cfg)
+    if 'path' not in cfg:
+        raise ValueError(
+            'model.teacher_store must be a directory or a dict with '
+            f'path=<directory>, got {cfg!r}.')
+    if distiller.kind != 'cls':
+        raise ValueError(
+            'model.teacher_store holds class logits (N, C) of classifiers; '
+            'dense (segmentation) stores are not implemented (see docs/'
+            'teacher_store.md, replay mode). Fix: remove model.teacher_store.')
+    if getattr(distiller.data_preprocessor, 'batch_augments', None):
+        raise ValueError(
+            'model.teacher_store with data_preprocessor.batch_augments '
+            '(Mixup/CutMix): mixed images are not views of one sample. Fix: '
+            'remove batch_augments or model.teacher_store.')
+    store = TeacherStore(cfg.pop('path'), verify=cfg.pop('verify', True))
+    store.check_identity(teacher_identity(distiller))
+    source = StoredTeacher(store, distiller.teacher_source, **cfg)
+    print_log(
+        f'Teacher logits from store {store.root} '
+        f'({store.num_samples} samples x {store.index["num_views"]} views, '
+        f'{store.index["views_filled"]} built); the live teacher runs only '
+        'for validation' + (f' and a spot check every '
+                            f'{source.spot_check_interval} batches'
+                            if source.spot_check_interval else '') + '.',
+        logger='current')
+    return source
+
+
+def check_store_config(cfg) -> None:
+    """Start-up check of a run config with ``model.teacher_store``: its
+    training pipeline and data set must be the store's."""
+    store_cfg = (cfg.get('model') or {}).get('teacher_store')
+    if not store_cfg:
+        return
+    path = store_cfg if isinstance(store_cfg, str) else store_cfg.get('path')
+    index_path = osp.join(str(path), 'index.json')
+    if not osp.isfile(index_path):
+        TeacherStore(str(path))  # raises the named error
+    with open(index_path) as f:
+        index = json.load(f)
+    dataset = cfg.train_dataloader.dataset
+    pipeline = pipeline_record(dataset.get('pipeline', []))
+    if pipeline != index.get('pipeline'):
+        raise StoreMismatchError(
+            f'The training pipeline differs from teacher store {path}\'s.\n'
+            f'  this run: {json.dumps(pipeline)}\n'
+            f'  store:    {json.dumps(index.get("pipeline"))}\n'
+            'Fix: train with the store\'s pipeline, or rebuild the store '
+            'from this config.')
+    record = dataset_record(dataset)
+    if record != index.get('dataset'):
+        raise StoreMismatchError(
+            f'The training data set {record} differs from teacher store '
+            f'{path}\'s {index.get("dataset")}. Fix: train on the store\'s '
+            'data set, or rebuild the store.')
