@@ -1,13 +1,16 @@
 from .balance_divergence import BalanceDivergenceLoss
 from .correlation_matching import CorrelationMatchingLoss
+from .ctkd import CTKDLoss
 from .cwd import CWDLoss
 from .dist import DISTLoss
 from .dkd import DKDLoss
 from .kd import KDLoss
 from .kendall_rank import KendallRankLoss
 from .plackett_luce import PlackettLuceLoss
+from .ttm import TTMLoss, WTTMLoss
 
 __all__ = [
     'BalanceDivergenceLoss', 'KendallRankLoss', 'CorrelationMatchingLoss',
-    'PlackettLuceLoss', 'KDLoss', 'DISTLoss', 'CWDLoss', 'DKDLoss'
+    'PlackettLuceLoss', 'KDLoss', 'DISTLoss', 'CWDLoss', 'DKDLoss',
+    'CTKDLoss', 'TTMLoss', 'WTTMLoss'
 ]
