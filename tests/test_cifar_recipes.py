@@ -10,6 +10,7 @@ MobileNetV2 PLD run by default; every other loss x pair config is marked
 with ``pytest -m slow tests/test_cifar_recipes.py``)."""
 import importlib.util
 import itertools
+import math
 import re
 from pathlib import Path
 
@@ -27,11 +28,13 @@ _spec.loader.exec_module(gen)
 
 MODELS_DIR = REPO / 'configs' / 'cifar100' / '_base_' / 'models'
 PAIRS = [(p['teacher'], p['student']) for p in gen.PAIRS]
-LOSS_CONFIGS = [(loss, t, s) for t, s in PAIRS for loss in gen.LOSSES]
+LOSS_CONFIGS = [(loss, p['teacher'], p['student'])
+                for loss, p in gen.loss_items()]
 DEFAULT_RUNS = [('kd', 'resnet32x4', 'resnet8x4'),
                 ('dkd', 'resnet32x4', 'resnet8x4'),
                 ('pld', 'vgg13', 'MobileNetV2'),
-                ('mlkd', 'resnet32x4', 'resnet8x4')]
+                ('mlkd', 'resnet32x4', 'resnet8x4'),
+                ('ctkd', 'resnet56', 'resnet20')]
 _RUN_IDS = itertools.count()
 
 
@@ -62,7 +65,9 @@ def test_committed_configs_are_the_generators_output():
                 'distill_*_1xb64_cifar100.py')}
     stale = sorted(on_disk - set(files))
     assert not stale, f'configs no longer generated: {stale}'
-    assert len(files) == len(PAIRS) * (1 + len(gen.LOSSES)) == 110
+    assert len(files) == len(PAIRS) + len(LOSS_CONFIGS) == 144
+    # Every pair has every loss but TTM/WTTM (public settings: one pair).
+    assert len(LOSS_CONFIGS) == len(PAIRS) * (len(gen.LOSSES) - 2) + 1
 
 
 def test_generator_check_mode(capsys):
@@ -135,9 +140,6 @@ def test_config_loads_with_recipe_and_settings(item):
         assert ce == 1.0
         assert (losses.loss_dkd.alpha, losses.loss_dkd.beta,
                 losses.loss_dkd.temperature) == (1.0, pair['dkd_beta'], 4.0)
-        assert hooks == [dict(
-            type='mmrankkd.DistillLossWeightScheduleHook',
-            losses=['loss_dkd'], warmup=20, by_epoch=True)]
     elif loss == 'dist':
         assert ce == 1.0
         d = losses.loss_dist
@@ -168,7 +170,36 @@ def test_config_loads_with_recipe_and_settings(item):
             type='mmrankkd.MLKDLoss', temperatures=(2.0, 3.0, 5.0, 2.0, 6.0),
             logit_standardization=True,
             loss_weight=float(mlkd['ls_weight'])))
-    if loss != 'dkd':
+    elif loss == 'kd-ls':
+        temperature, weight, _ = gen.LS_SETTINGS[(teacher, student)]['kd']
+        assert ce == 0.1
+        assert dict(losses) == dict(loss_kd=dict(
+            type='mmrankkd.KDLoss', temperature=temperature,
+            loss_weight=weight, logit_standardization=True))
+    elif loss == 'dkd-ls':
+        temperature, weight, beta, _ = gen.LS_SETTINGS[(teacher,
+                                                        student)]['dkd']
+        d = losses.loss_dkd
+        assert ce == 1.0 and d.logit_standardization is True
+        assert (d.alpha, d.beta, d.temperature) == (weight, beta * weight,
+                                                    temperature)
+    elif loss == 'ctkd':
+        assert ce == 0.1
+        assert dict(losses) == dict(loss_ctkd=dict(
+            type='mmrankkd.CTKDLoss', t_start=1.0, t_end=20.0,
+            loss_weight=0.9))
+        assert hooks == [dict(type='mmrankkd.CTKDScheduleHook',
+                              decay_loops=10, decay_max=0.0,
+                              decay_min=-1.0)]
+    elif loss == 'ttm':
+        assert (teacher, student, ce) == ('vgg13', 'vgg8', 1.0)
+        assert dict(losses) == dict(loss_ttm=dict(
+            type='mmrankkd.TTMLoss', gamma=0.1, loss_weight=45.0))
+    if loss in ('dkd', 'dkd-ls'):
+        assert hooks == [dict(
+            type='mmrankkd.DistillLossWeightScheduleHook',
+            losses=['loss_dkd'], warmup=20, by_epoch=True)]
+    elif loss != 'ctkd':
         assert not hooks
     assert model.get('student_task_loss', True) is (loss != 'pld')
 
@@ -283,3 +314,58 @@ def test_one_training_iteration(item, cifar_root, ckpt_dir, tmp_path):
         assert 'distill_weight' not in train
     if item[0].startswith('mlkd'):  # the student's CE on the strong view
         assert 'cls.strong.loss' in train
+    if item[0] == 'ctkd':
+        # Epoch 1 of CTKD's cosine curriculum; T logged; theta trained.
+        hub = runner.message_hub
+        assert hub.get_scalar('train/ctkd_lambda.ctkd').current() == \
+            pytest.approx((math.cos(math.pi / 10) + 1) / 2 - 1)
+        assert 'ctkd_lambda.ctkd: -0.0245' in train
+        assert 'ctkd_temperature.ctkd: 15.62' in train  # 1 + 20 sigmoid(1)
+        theta = runner.model.distill_losses['loss_ctkd'].global_t
+        assert theta.item() != 1.0
+
+
+NEW_KINDS = [('kd-ls', 'resnet32x4', 'resnet8x4'),
+             ('dkd-ls', 'vgg13', 'vgg8'),
+             ('ctkd', 'resnet56', 'resnet20'),
+             ('ttm', 'vgg13', 'vgg8')]
+
+
+@pytest.mark.parametrize('item', NEW_KINDS, ids=_ids)
+def test_new_kinds_build_through_the_runner(item, ckpt_dir, tmp_path):
+    """The settings land in the built losses, hooks and optimizer."""
+    from mmengine.runner import Runner
+    loss, teacher, student = item
+    _need_zoo(teacher, student)
+    cfg = Config.fromfile(str(config_path(*item)))
+    cfg.model.teacher_ckpt = _save_teacher(teacher, ckpt_dir)
+    cfg.work_dir = str(tmp_path)
+    cfg.experiment_name = f'cifar_recipe_{next(_RUN_IDS)}'
+    runner = Runner.from_cfg(cfg)
+    losses = runner.model.distill_losses
+    hooks = {type(h).__name__: h for h in runner.hooks}
+    if loss in ('kd-ls', 'dkd-ls'):
+        built = losses['loss_kd' if loss == 'kd-ls' else 'loss_dkd']
+        assert built.logit_standardization is True
+        key = 'kd' if loss == 'kd-ls' else 'dkd'
+        assert built.temperature == gen.LS_SETTINGS[(teacher,
+                                                     student)][key][0]
+    if loss == 'dkd-ls':
+        assert (built.alpha, built.beta) == (15.0, 30.0)  # vgg13 -> vgg8
+        assert hooks['DistillLossWeightScheduleHook'].warmup == 20
+    if loss == 'ttm':
+        assert (losses['loss_ttm'].gamma, losses['loss_ttm'].weighted,
+                losses['loss_ttm'].loss_weight) == (0.1, False, 45.0)
+    if loss == 'ctkd':
+        built = losses['loss_ctkd']
+        assert (built.t_start, built.t_end, built.loss_weight) == (1.0, 20.0,
+                                                                   0.9)
+        hook = hooks['CTKDScheduleHook']
+        assert (hook.decay_loops, hook.decay_max, hook.decay_min) == (
+            10, 0.0, -1.0)
+        # theta is trained by the student's SGD, as the authors' one SGD.
+        optim = runner.build_optim_wrapper(cfg.optim_wrapper).optimizer
+        group = next(g for g in optim.param_groups
+                     if any(p is built.global_t for p in g['params']))
+        assert (group['lr'], group['momentum'], group['weight_decay']) == (
+            0.05, 0.9, 5e-4)

@@ -29,6 +29,12 @@ CASES = {
     'PlackettLuceLoss': dict(teacher_temperature=2.0),
     'DeiTDistillationLoss': dict(mode='hard'),
     'DeiTDistillationLoss/soft': dict(mode='soft', temperature=2.0),
+    'WTTMLoss': dict(gamma=0.5),
+    'TTMLoss': dict(gamma=0.5),
+    'CTKDLoss': dict(t_start=1.0, t_end=3.0, grl_lambda=-0.5),
+    'KDLoss/ls': dict(temperature=2.0, logit_standardization=True),
+    'DKDLoss/ls': dict(alpha=1.0, beta=2.0, temperature=2.0,
+                       logit_standardization=True),
 }
 # Losses on two views (another call): tests/test_mlkd_loss.py.
 TWO_VIEW = {'MLKDLoss'}
@@ -41,7 +47,8 @@ ROW_WISE = [name for name in CASES if name not in DENSE_ONLY]
 ZERO_MINIMUM = {'KDLoss': 1e-6, 'DISTLoss': 1e-5, 'CWDLoss': 1e-6,
                 'DKDLoss': 1e-6, 'BalanceDivergenceLoss': 1e-6,
                 'BalanceDivergenceLoss/channel': 1e-6,
-                'DeiTDistillationLoss/soft': 1e-6}
+                'DeiTDistillationLoss/soft': 1e-6, 'CTKDLoss': 1e-6,
+                'KDLoss/ls': 1e-6, 'DKDLoss/ls': 1e-6}
 
 
 def build(name, **extra):
@@ -181,11 +188,17 @@ def test_half_precision_computed_in_float32(name, dtype):
 # (saturated) column: finite in float32, beyond fp16's range; the
 # zero_grad_where_constant option keeps fp16 gradients finite.
 OFFICIAL_PEARSON = {'DISTLoss', 'CorrelationMatchingLoss'}
+# Logit standardization's gradient at a constant student row (here: rows of
+# equal signs) is (g - mean g) / 1e-7, the authors' epsilon: finite in
+# float32, beyond fp16's range.
+STANDARDIZED = {'KDLoss/ls', 'DKDLoss/ls'}
 
 
 @pytest.mark.parametrize('name', CASES)
 def test_large_magnitude_logits_stay_finite(name):
-    for dtype in (torch.float32, torch.float16):
+    dtypes = (torch.float32, ) if name in STANDARDIZED else (
+        torch.float32, torch.float16)
+    for dtype in dtypes:
         for shape in shapes_for(name):
             student, teacher, labels = make_inputs(shape, scale=1.)
             student = (student.sign() * 1e4).to(dtype).requires_grad_()

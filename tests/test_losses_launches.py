@@ -28,9 +28,15 @@ LOSSES = {
     'CorrelationMatchingLoss': {},
     'DeiTDistillationLoss': {},
     'DeiTDistillationLoss/soft': dict(mode='soft'),
+    'WTTMLoss': dict(gamma=0.1),
+    'TTMLoss': dict(gamma=0.1),
+    'CTKDLoss': dict(grl_lambda=-1.0),
+    'KDLoss/ls': dict(temperature=2.0, logit_standardization=True),
+    'DKDLoss/ls': dict(temperature=2.0, logit_standardization=True),
+    'CWDLoss/ls': dict(logit_standardization=True),
 }
 # MLKDLoss takes two views: its budgets are in tests/test_mlkd_loss.py.
-DENSE_ONLY = {'CWDLoss', 'BalanceDivergenceLoss/channel'}
+DENSE_ONLY = {'CWDLoss', 'BalanceDivergenceLoss/channel', 'CWDLoss/ls'}
 # Per-GPU logits: ImageNet 32 and 256 images, CIFAR 64, Cityscapes decode
 # head (1/8 of 512x1024) for 2 and 8 images.
 SHAPES = [(32, 1000), (256, 1000), (64, 100), (2, 19, 64, 128),

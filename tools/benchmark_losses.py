@@ -15,11 +15,14 @@ CIFAR-100 64x100 and 128x100, Cityscapes decode head 2x19x64x128 and
   allocation/free events, in a separate untimed run;
 * vs naive (Kendall, CMKD): this loss / the same loss with plain autograd
   over the full (R, C, C) pairwise tensor;
-* vs peer (KD, DKD, DIST, CWD): this loss / a plain transcription, written
-  here, of the authors' / toolbox formula: mdistiller's ``kd_loss`` and
+* vs peer (KD, DKD, DIST, CWD, TTM, WTTM, CTKD, KD and DKD with logit
+  standardization): this loss / a plain transcription, written here, of
+  the authors' / toolbox formula: mdistiller's ``kd_loss`` and
   ``dkd_loss``, DIST_KD's ``DIST`` (= mmrazor's ``DISTLoss``), mmrazor's
-  ``ChannelWiseDivergence``, measured in the same run; dense logits go to
-  the KD/DKD/DIST peers as pixel rows, as their segmentation code does;
+  ``ChannelWiseDivergence``, zkxufo/TTM's ``TTM``/``WTTM``, CTKD's
+  ``Global_T`` + ``DistillKL``, logit-standardization-KD's ``kd_loss``/
+  ``dkd_loss`` with ``normalize``, measured in the same run; dense logits
+  go to the row-wise peers as pixel rows, as their segmentation code does;
 * vs student step: this loss / one training step (forward, cross-entropy,
   backward) of a student on the batch the logits come from (ResNet-18 CIFAR
   variant, ResNet-18, PSPNet-R18-D8 at 512x1024). With ``--quick`` the
@@ -122,6 +125,13 @@ LOSSES = {
     'DeiTDistillationLoss': dict(type='mmrankkd.DeiTDistillationLoss'),
     'DeiTDistillationLoss(soft)': dict(type='mmrankkd.DeiTDistillationLoss',
                                        mode='soft'),
+    'WTTMLoss': dict(type='mmrankkd.WTTMLoss', gamma=0.1),
+    'TTMLoss': dict(type='mmrankkd.TTMLoss', gamma=0.1),
+    'CTKDLoss': dict(type='mmrankkd.CTKDLoss', grl_lambda=-1.0),
+    'KDLoss(ls)': dict(type='mmrankkd.KDLoss', temperature=2.0,
+                       logit_standardization=True),
+    'DKDLoss(ls)': dict(type='mmrankkd.DKDLoss', alpha=9.0, beta=72.0,
+                        temperature=2.0, logit_standardization=True),
 }
 CHANNEL_WISE = ('CWDLoss', 'BalanceDivergenceLoss(channel)')
 # Losses on two views, (N, C) only: the strong view's logits here are the
@@ -270,11 +280,77 @@ def peer_deit(student, teacher, labels, mode='hard', tau=1.0):
     return F.cross_entropy(student, teacher.argmax(dim=1))
 
 
+def peer_ttm(student, teacher, labels, gamma=0.1, weighted=False):
+    """zkxufo/TTM ``TTM`` / ``WTTM`` (``weighted``)."""
+    student, teacher = _rows(student), _rows(teacher)
+    p_s = F.log_softmax(student, dim=1)
+    p_t = torch.pow(torch.softmax(teacher, dim=1), gamma)
+    norm = torch.sum(p_t, dim=1)
+    p_t = p_t / norm.unsqueeze(1)
+    kl = torch.sum(F.kl_div(p_s, p_t, reduction='none'), dim=1)
+    return torch.mean(norm * kl) if weighted else torch.mean(kl)
+
+
+class _PeerGRL(torch.autograd.Function):
+    """CTKD ``GradientReversalFunction``."""
+
+    @staticmethod
+    def forward(ctx, x, lambda_):
+        ctx.lambda_ = lambda_
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grads):
+        return grads.new_tensor(ctx.lambda_) * grads, None
+
+
+_PEER_THETA = {}
+
+
+def peer_ctkd(student, teacher, labels, lambda_=-1.0):
+    """CTKD ``Global_T`` (+ ``1 + 20 sigmoid``) and ``DistillKL``."""
+    student, teacher = _rows(student), _rows(teacher)
+    key = (student.device, student.dtype)
+    if key not in _PEER_THETA:
+        _PEER_THETA[key] = torch.ones(1, device=student.device,
+                                      requires_grad=True)
+    temp = 1 + 20 * torch.sigmoid(_PeerGRL.apply(_PEER_THETA[key], lambda_))
+    return nn.KLDivLoss(reduction='batchmean')(
+        F.log_softmax(student / temp, dim=1),
+        F.softmax(teacher / temp, dim=1)) * temp * temp
+
+
+def _normalize(logit):
+    """logit-standardization-KD ``normalize`` (classes last)."""
+    mean = logit.mean(dim=-1, keepdims=True)
+    stdv = logit.std(dim=-1, keepdims=True)
+    return (logit - mean) / (1e-7 + stdv)
+
+
+def peer_kd_ls(student, teacher, labels):
+    """logit-standardization-KD ``kd_loss`` with logit_stand, T=2."""
+    student, teacher = _rows(student), _rows(teacher)
+    return peer_kd(_normalize(student), _normalize(teacher), labels, 2.0)
+
+
+def peer_dkd_ls(student, teacher, labels):
+    """logit-standardization-KD ``dkd_loss`` with logit_stand."""
+    student, teacher = _rows(student), _rows(teacher)
+    return peer_dkd(_normalize(student), _normalize(teacher), labels, 9.0,
+                    72.0, 2.0)
+
+
 PEERS = {
     'MLKDLoss': ('MLKD KD_ours', peer_mlkd),
     'DeiTDistillationLoss': ('DeiT DistillationLoss', peer_deit),
     'DeiTDistillationLoss(soft)': (
         'DeiT DistillationLoss', lambda s, t, y: peer_deit(s, t, y, 'soft')),
+    'WTTMLoss': ('TTM repo WTTM',
+                 lambda s, t, y: peer_ttm(s, t, y, weighted=True)),
+    'TTMLoss': ('TTM repo TTM', peer_ttm),
+    'CTKDLoss': ('CTKD Global_T + KD', peer_ctkd),
+    'KDLoss(ls)': ('LS repo KD', peer_kd_ls),
+    'DKDLoss(ls)': ('LS repo DKD', peer_dkd_ls),
     'KDLoss': ('mdistiller KD', peer_kd),
     'DKDLoss': ('mdistiller DKD', peer_dkd),
     'DISTLoss': ('DIST_KD DIST', peer_dist),

@@ -77,6 +77,10 @@ class BalanceDivergenceLoss(BaseLogitLoss):
             "Fix: mode='channel' distributes each class over H*W positions; "
             "use mode='pixel' for (N, C) classification logits.")
 
+    def standardize_dims(self):
+        """Classes ('pixel') or, per channel, positions ('channel')."""
+        return (2, 3) if self.mode == 'channel' else (1, )
+
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
                 valid: Optional[Tensor]) -> Tensor:

@@ -54,6 +54,10 @@ class CWDLoss(BaseLogitLoss):
                          validate_interval)
         self.temperature = self.positive('temperature', temperature)
 
+    def standardize_dims(self):
+        """Each channel's distribution is over the positions."""
+        return (2, 3)
+
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
                 valid: Optional[Tensor]) -> Tensor:

@@ -13,8 +13,10 @@ calls (see :class:`BaseLogitLoss`), and ignored pixels are weighted out
 (weight 0) instead of being selected with a boolean mask (a selection needs
 the count on the host).
 """
+import functools
+import inspect
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,6 +24,9 @@ from torch import Tensor
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 VALIDATE_MODES = ('deferred', 'always', 'off')
+#: The epsilon of logit standardization, added to the standard deviation
+#: (logit-standardization-KD, mdistiller/distillers/KD.py ``normalize``).
+STANDARDIZE_EPS = 1e-7
 
 
 def _describe(shape) -> str:
@@ -113,6 +118,27 @@ def check_labels(labels: Optional[Tensor], logits: Tensor, required: bool,
             f'match logits of shape {_describe(logits.shape)}; expected '
             f'labels of shape {expected} {layout}.{hint}')
     return labels if labels.dtype == torch.int64 else labels.long()
+
+
+def standardize(logits: Tensor, dim=1) -> Tensor:
+    """Z-score ``logits`` along ``dim`` as the logit standardization authors'
+    ``normalize`` does (Sun et al., CVPR 2024,
+    sunshangquan/logit-standardization-KD, mdistiller/distillers/KD.py):
+    ``(z - mean(z)) / (1e-7 + std(z))`` with torch's default (unbiased,
+    n - 1) std, the epsilon added outside the square root, and the gradient
+    through the mean and the std (nothing detached). A constant vector gives
+    0 (and, through torch's std backward, the finite gradient
+    ``(g - mean(g)) / 1e-7``).
+
+    Args:
+        logits (Tensor): Any shape.
+        dim (int | tuple[int]): The dimension(s) of one distribution: 1
+            (classes) for (N, C) and per-pixel (N, C, H, W) logits; (2, 3)
+            (positions) for channel-wise distributions.
+    """
+    mean = logits.mean(dim, keepdim=True)
+    std = logits.std(dim, keepdim=True)
+    return (logits - mean) / (STANDARDIZE_EPS + std)
 
 
 def to_float(logits: Tensor) -> Tensor:
@@ -220,6 +246,19 @@ class BaseLogitLoss(nn.Module):
     selected: the mean runs over the kept ones (0 with a zero gradient when
     none is kept).
 
+    ``logit_standardization=True`` (a keyword every loss accepts) z-scores
+    the student's and the teacher's logits with :func:`standardize` before
+    :meth:`compute`: per sample of (N, C) logits and per pixel of
+    (N, C, H, W) logits, over the classes (channel-wise losses: per image
+    and channel, over the positions; see :meth:`standardize_dims`), after
+    the value checks (which see the raw logits) and in float32, with the
+    gradient through the student's mean and std, as the authors' KD/DKD do
+    (Sun et al., CVPR 2024). Ignored pixels are standardized too (each row
+    on its own, so they do not change the kept ones; channel-wise losses:
+    they enter each channel's mean and std) and then weighted out as usual.
+    The loss's temperature then applies to the standardized logits (the
+    authors use a base temperature of 2-3 with it).
+
     Args:
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
         ignore_index (int, optional): Label value of samples/pixels that
@@ -238,6 +277,48 @@ class BaseLogitLoss(nn.Module):
     dense_only: bool = False
     #: What to use instead when 2-D logits reach a dense-only loss.
     dense_only_hint: str = ''
+    #: Z-score both logits before :meth:`compute` (see the class docs); set
+    #: by the ``logit_standardization`` keyword every subclass accepts.
+    logit_standardization: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        """Give every subclass's ``__init__`` the keyword-only argument
+        ``logit_standardization`` (default False), so that any loss,
+        including ones written later, takes it from its config."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None or getattr(init, '_takes_standardization', False):
+            return
+        if 'logit_standardization' in inspect.signature(init).parameters:
+            return  # the loss applies it itself (MLKD: instance terms only)
+
+        @functools.wraps(init)
+        def __init__(self, *args, logit_standardization: bool = False,
+                     **kw):
+            init(self, *args, **kw)
+            if not isinstance(logit_standardization, bool):
+                raise ValueError(
+                    f'{self.loss_name}: logit_standardization must be True '
+                    f'or False, got {logit_standardization!r}.')
+            self.logit_standardization = logit_standardization
+
+        signature = inspect.signature(init)
+        params = list(signature.parameters.values())
+        extra = inspect.Parameter('logit_standardization',
+                                  inspect.Parameter.KEYWORD_ONLY,
+                                  default=False, annotation=bool)
+        at = next((i for i, p in enumerate(params)
+                   if p.kind == inspect.Parameter.VAR_KEYWORD), len(params))
+        __init__.__signature__ = signature.replace(
+            parameters=params[:at] + [extra] + params[at:])
+        __init__._takes_standardization = True
+        cls.__init__ = __init__
+
+    def standardize_dims(self) -> Tuple[int, ...]:
+        """The dimensions of one softmax distribution of this loss, along
+        which ``logit_standardization`` z-scores: the classes (dim 1), or
+        the positions (2, 3) for channel-wise losses."""
+        return (1, )
 
     def __init__(self,
                  loss_weight: float = 1.0,
@@ -400,12 +481,22 @@ class BaseLogitLoss(nn.Module):
             # Under AMP every op here stays in float32 (autocast would run
             # the kernels' matmuls/reductions in fp16/bf16).
             with torch.autocast(device_type, enabled=False):
-                loss = self.compute(student, teacher, labels, valid)
+                loss = self._compute(student, teacher, labels, valid)
         else:
-            loss = self.compute(student, teacher, labels, valid)
+            loss = self._compute(student, teacher, labels, valid)
         if self.loss_weight != 1.0:
             loss = loss * self.loss_weight
         return loss
+
+    def _compute(self, student: Tensor, teacher: Tensor,
+                 labels: Optional[Tensor],
+                 valid: Optional[Tensor]) -> Tensor:
+        if self.logit_standardization:
+            dims = self.standardize_dims()
+            student = standardize(student, dims)
+            with torch.no_grad():
+                teacher = standardize(teacher, dims)
+        return self.compute(student, teacher, labels, valid)
 
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
