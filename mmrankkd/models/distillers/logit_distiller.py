@@ -37,6 +37,8 @@ from .logit_taps import LogitTap
 from .model_source import ModelSource, build_resolved, resolve_model_cfg
 from .teacher import AUTOCAST_DTYPES, LiveTeacher, attach_teacher_predictions
 from .teacher_input import TeacherInput
+from .unused_parameters import (check_first_step, freeze,
+                                probe_unreached_parameters)
 # mmpretrain heads whose distilled (two-token) form mmpretrain refuses to
 # train, with mmpretrain's reason.
 _UNTRAINABLE_HEADS = {
@@ -204,9 +206,11 @@ class LogitDistiller(BaseModel):
         student_task_loss (bool): Keep the student's own losses (the host's
             ``loss()`` keys: ``decode.*``, ``aux.*``, ``decode_<i>.*``;
             classifiers' under ``cls.*``). False drops them (e.g. when the
-            distill loss replaces CE, as Plackett-Luce does); the student's
-            auxiliary head is then frozen since nothing trains it.
-            Defaults to True.
+            distill loss replaces CE, as Plackett-Luce does); every student
+            parameter that then gets no gradient (auxiliary heads, point
+            heads, side branches) is frozen and named in the log when the
+            distiller is built (:mod:`.unused_parameters`). Defaults to
+            True.
         resize_teacher_logits (bool): For dense logits of different sizes,
             bilinearly resize the teacher's logits to the student's (logged
             once). If False a size mismatch is an error. Defaults to True.
@@ -323,13 +327,14 @@ class LogitDistiller(BaseModel):
         #: Set by the distill val/test loops when a metric needs the
         #: teacher's predictions too.
         self.predict_with_teacher = False
-        if not student_task_loss and kind == 'seg' and getattr(
-                student_model, 'with_auxiliary_head', False):
-            for p in student_model.auxiliary_head.parameters():
-                p.requires_grad_(False)
-            print_log(
-                'student_task_loss=False: the student\'s auxiliary head '
-                'gets no loss and is frozen.', logger='current')
+        # Without the task loss, parameters off the logits' path (aux
+        # heads, side branches) get no gradient: frozen and named now,
+        # before a runner wraps the model in DDP (:mod:`.unused_parameters`).
+        self._first_step_checked = student_task_loss
+        if not student_task_loss:
+            freeze(probe_unreached_parameters(student_model, kind,
+                                              self.student_tap),
+                   'student_task_loss=False')
         # Accept plain student checkpoints (load_from=<student.pth>).
         self.register_load_state_dict_pre_hook(_add_student_prefix)
 
@@ -563,4 +568,7 @@ class LogitDistiller(BaseModel):
             else:
                 value = loss(s_logits, t_logits)
             losses[f'distill.{name}'] = value
+        if not self._first_step_checked and torch.is_grad_enabled():
+            self._first_step_checked = True
+            check_first_step(self.student, list(losses.values()))
         return losses
