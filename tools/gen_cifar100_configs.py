@@ -127,6 +127,7 @@ def _loss_dkd(pair: dict):
         '\n'
         'custom_hooks = [\n'
         '    dict(type=\'mmrankkd.ExactResumeHook\'),\n'
+        '    dict(type=\'mmrankkd.ValueCheckHook\'),\n'
         '    dict(type=\'mmrankkd.DistillLossWeightScheduleHook\', '
         'losses=[\'loss_dkd\'],\n'
         '         warmup=20, by_epoch=True),\n'

@@ -1,4 +1,6 @@
 from .exact_resume import ExactResumeHook
 from .loss_weight_schedule import DistillLossWeightScheduleHook
+from .value_checks import ValueCheckHook
 
-__all__ = ['DistillLossWeightScheduleHook', 'ExactResumeHook']
+__all__ = ['DistillLossWeightScheduleHook', 'ExactResumeHook',
+           'ValueCheckHook']

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import print_log
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel, revert_sync_batchnorm
 
 from mmrankkd.registry import MODELS
@@ -335,6 +335,9 @@ class LogitDistiller(BaseModel):
             freeze(probe_unreached_parameters(student_model, kind,
                                               self.student_tap),
                    'student_task_loss=False')
+        #: Set by ``mmrankkd.ValueCheckHook`` when a runner trains with it.
+        self.value_checks_flushed = False
+        self._unflushed_warned = False
         # Accept plain student checkpoints (load_from=<student.pth>).
         self.register_load_state_dict_pre_hook(_add_student_prefix)
 
@@ -571,4 +574,25 @@ class LogitDistiller(BaseModel):
         if not self._first_step_checked and torch.is_grad_enabled():
             self._first_step_checked = True
             check_first_step(self.student, list(losses.values()))
+        if not self._unflushed_warned:
+            self._warn_if_unflushed()
         return losses
+
+    def _warn_if_unflushed(self) -> None:
+        """Once: a runner trains this distiller without
+        ``mmrankkd.ValueCheckHook``, so deferred value checks of the last
+        calls before a checkpoint or the end would go unread."""
+        self._unflushed_warned = True
+        deferred = [name for name, loss in self.distill_losses.items()
+                    if getattr(loss, 'validate', None) == 'deferred']
+        in_runner = MessageHub.get_current_instance().get_info(
+            'max_iters') is not None
+        if deferred and in_runner and not self.value_checks_flushed:
+            print_log(
+                f'distill losses {deferred} check their inputs (NaN/Inf, '
+                'labels) in deferred reads, but the runner has no mmrankkd.'
+                'ValueCheckHook: the calls after the last read (up to '
+                'validate_interval) are not checked before checkpoints or '
+                'at the end of training. Fix: custom_hooks=[dict(type='
+                "'mmrankkd.ValueCheckHook'), ...].", logger='current',
+                level=logging.WARNING)
