@@ -129,7 +129,9 @@ def test_config_loads_with_recipe_and_settings(item):
     hooks = cfg.get('custom_hooks', [])
     # Every run keeps its random generator states for an exact --resume.
     assert hooks[0] == dict(type='mmrankkd.ExactResumeHook')
-    hooks = hooks[1:]
+    # ... and reads the losses' deferred value checks at every boundary.
+    assert hooks[1] == dict(type='mmrankkd.ValueCheckHook')
+    hooks = hooks[2:]
     pair = next(p for p in gen.PAIRS
                 if (p['teacher'], p['student']) == (teacher, student))
     if loss == 'kd':

@@ -275,6 +275,7 @@ def test_shipped_configs_parse_and_their_losses_build(path):
     assert cfg.model.teacher_ckpt
     check_run_config(cfg)  # loops fit the metrics; no AMP on a CPU run
     assert dict(type='mmrankkd.ExactResumeHook') in cfg.custom_hooks
+    assert dict(type='mmrankkd.ValueCheckHook') in cfg.custom_hooks
     losses = build_distill_losses(cfg.model.distill_losses)
     assert len(losses) >= 1
     assert cfg.val_cfg.type == 'mmrankkd.DistillValLoop'

@@ -4,9 +4,13 @@ student and as teacher.
 One representative config per family, taken from the installed packages'
 own configs (random weights, SyncBN reverted to BN as on any CPU run): the
 family's model is distilled into itself, so it is both the student and the
-teacher. One training step (the host's own ``loss()`` plus KD on the tapped
-logits, then backward) and one validation step (student and teacher
-predictions) run at a small input size on CPU.
+teacher; and across families, each family teaches a standard student
+(PSPNet-R18 / ResNet-18) and learns from a standard teacher, which catches
+what only a foreign partner sees (e.g. a query head's ``forward`` reading
+sample metainfo that only its own ``loss()`` writes). One training step
+(the host's own ``loss()`` plus KD on the tapped logits, then backward)
+and one validation step (student and teacher predictions) run at a small
+input size on CPU.
 
 The default run covers a representative subset; ``pytest -m matrix
 tests/test_model_families.py`` runs the whole matrix (see the README for
@@ -145,6 +149,16 @@ FAST = {
     ('cls', 'vision_transformer'), ('cls', 'vgg'),
     ('cls', 'swin_transformer_v2'), ('cls', 'deit'),
 }
+# The standard partner of the cross-family cases, per task.
+STANDARD = {'seg': 'pspnet', 'cls': 'resnet'}
+# Cross-family cases run by default (the rest with -m matrix): a query-based
+# teacher (MaskFormer: issue 15 item 4) of the standard student, a cascade
+# student of the standard teacher, and a ViT (DeiT III-S) teacher of
+# ResNet-18.
+FAST_CROSS = {
+    ('seg', 'maskformer', 'teacher'), ('seg', 'ocrnet', 'student'),
+    ('cls', 'deit3', 'teacher'),
+}
 SEG_SIZE = 64
 # Model settings that differ from the family's config, and why.
 SEG_SIZES = {
@@ -192,6 +206,13 @@ def revert_sync_bn_cfg(cfg):
 def _case(kind, family):
     marks = () if (kind, family) in FAST else (pytest.mark.matrix, )
     return pytest.param(kind, family, marks=marks, id=f'{kind}-{family}')
+
+
+def _cross_case(kind, family, role):
+    marks = () if (kind, family, role) in FAST_CROSS else (
+        pytest.mark.matrix, )
+    return pytest.param(kind, family, role, marks=marks,
+                        id=f'{kind}-{family}-as-{role}')
 
 
 def family_model(package: str, rel: str, family: str = ''):
@@ -305,6 +326,79 @@ def test_family_distils_into_itself(kind, family, tmp_path):
         size = SEG_SIZES.get(family, SEG_SIZE)
         data = _seg_batch(model.num_classes or 19, size,
                           ignore=family not in NO_IGNORE)
+        out = _distil_one_step(model, data)
+        assert out.pred_sem_seg.shape == (size, size)
+        assert out.teacher_pred_sem_seg.shape == (size, size)
+    else:
+        data = _cls_batch(model.num_classes or 1000, _cls_input_size(cfg))
+        out = _distil_one_step(model, data)
+        assert out.pred_score.shape == out.teacher_pred_score.shape
+
+
+def _class_count(cfg) -> int:
+    """The first ``num_classes`` in a (head) config, depth first (K-Net
+    keeps it in its kernel-generating head)."""
+    if isinstance(cfg, dict):
+        if 'num_classes' in cfg:
+            return cfg['num_classes']
+        cfg = list(cfg.values())
+    if isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            found = _class_count(value)
+            if found is not None:
+                return found
+    return None
+
+
+def standard_partner(kind: str, family_cfg) -> dict:
+    """PSPNet-R18 (seg) or ResNet-18 (cls) predicting the family's classes
+    and padding its inputs like the family (one batch serves both)."""
+    package = 'mmseg' if kind == 'seg' else 'mmpretrain'
+    families = SEG_FAMILIES if kind == 'seg' else CLS_FAMILIES
+    model = family_model(package, families[STANDARD[kind]], STANDARD[kind])
+    num_classes = _class_count(
+        family_cfg.head if kind == 'cls' else family_cfg.decode_head) or 1000
+    if kind == 'cls':
+        model.head.num_classes = num_classes
+        model.data_preprocessor.num_classes = num_classes
+        keys = ('pad_size_divisor', 'pad_value')
+    else:
+        model.decode_head.num_classes = num_classes
+        model.auxiliary_head.num_classes = num_classes
+        keys = ('size', 'size_divisor')
+    family_pre = family_cfg.get('data_preprocessor') or {}
+    for key in keys:
+        if key in family_pre:
+            model.data_preprocessor[key] = family_pre[key]
+        else:
+            model.data_preprocessor.pop(key, None)
+    return model
+
+
+@pytest.mark.parametrize(
+    'kind,family,role',
+    [_cross_case('seg', f, r) for f in SEG_FAMILIES if f != 'pspnet'
+     for r in ('teacher', 'student')] +
+    [_cross_case('cls', f, r) for f in CLS_FAMILIES if f != 'resnet'
+     for r in ('teacher', 'student')])
+def test_family_distils_across_families(kind, family, role, tmp_path):
+    """The family teaches the standard student (role='teacher') or learns
+    from the standard teacher (role='student')."""
+    if family in ('mask2former', 'maskformer'):
+        pytest.importorskip('mmdet')
+    package = 'mmseg' if kind == 'seg' else 'mmpretrain'
+    rel = (SEG_FAMILIES if kind == 'seg' else CLS_FAMILIES)[family]
+    cfg = family_model(package, rel, family)
+    other = standard_partner(kind, cfg)
+    teacher, student = (cfg, other) if role == 'teacher' else (other, cfg)
+    ckpt = _save_teacher(teacher, tmp_path / 'teacher.pth')
+    torch.manual_seed(1)
+    model = LogitDistiller(student=student, teacher=teacher,
+                           teacher_ckpt=ckpt, distill_losses=KD)
+    if kind == 'seg':
+        size = SEG_SIZES.get(family, SEG_SIZE)
+        data = _seg_batch(model.num_classes or 19, size,
+                          ignore=student is other or family not in NO_IGNORE)
         out = _distil_one_step(model, data)
         assert out.pred_sem_seg.shape == (size, size)
         assert out.teacher_pred_sem_seg.shape == (size, size)

@@ -21,6 +21,7 @@ model = dict(
 
 custom_hooks = [
     dict(type='mmrankkd.ExactResumeHook'),
+    dict(type='mmrankkd.ValueCheckHook'),
     dict(type='mmrankkd.CTKDScheduleHook', decay_loops=10, decay_max=0.0,
          decay_min=-1.0),
 ]

@@ -25,6 +25,7 @@ model = dict(
 
 custom_hooks = [
     dict(type='mmrankkd.ExactResumeHook'),
+    dict(type='mmrankkd.ValueCheckHook'),
     dict(type='mmrankkd.DistillLossWeightScheduleHook', losses=['loss_dkd'],
          warmup=20, by_epoch=True),
 ]

@@ -73,4 +73,5 @@ val_evaluator = [
 test_evaluator = val_evaluator
 
 # Random generator states in every checkpoint: --resume continues exactly.
-custom_hooks = [dict(type='mmrankkd.ExactResumeHook')]
+custom_hooks = [dict(type='mmrankkd.ExactResumeHook'),
+                dict(type='mmrankkd.ValueCheckHook')]

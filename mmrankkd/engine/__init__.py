@@ -2,7 +2,8 @@ from .config_checks import check_run_config
 from .cpu_dist import (CPUDistributedDataParallel, revert_sync_bn_for_cpu,
                        setup_cpu_distributed)
 from .export import export_student, student_config, student_state_dict
-from .hooks import DistillLossWeightScheduleHook, ExactResumeHook
+from .hooks import (DistillLossWeightScheduleHook, ExactResumeHook,
+                    ValueCheckHook)
 from .loops import DistillTestLoop, DistillValLoop
 from .safe_load import (SAFE_GLOBALS, UnsafeCheckpointError,
                         allow_openmmlab_checkpoint_types,
@@ -11,7 +12,8 @@ from .safe_load import (SAFE_GLOBALS, UnsafeCheckpointError,
 __all__ = [
     'CPUDistributedDataParallel', 'DistillLossWeightScheduleHook',
     'DistillTestLoop', 'DistillValLoop', 'ExactResumeHook', 'SAFE_GLOBALS',
-    'UnsafeCheckpointError', 'allow_openmmlab_checkpoint_types',
+    'UnsafeCheckpointError', 'ValueCheckHook',
+    'allow_openmmlab_checkpoint_types',
     'check_run_config', 'export_student', 'guard_checkpoint_loaders',
     'revert_sync_bn_for_cpu', 'safe_torch_load', 'setup_cpu_distributed',
     'student_config', 'student_state_dict'

@@ -79,4 +79,7 @@ default_hooks = dict(
         rule='greater'))
 
 # Random generator states in every checkpoint: --resume continues exactly.
-custom_hooks = [dict(type='mmrankkd.ExactResumeHook')]
+# Deferred loss value checks read at every epoch end, before every
+# checkpoint and at the end (no checkpoint after an unread NaN).
+custom_hooks = [dict(type='mmrankkd.ExactResumeHook'),
+                dict(type='mmrankkd.ValueCheckHook')]

@@ -77,6 +77,9 @@ default_hooks = dict(
 # Random generator states go into checkpoints too: a resumed run draws the
 # same crops and flips as an uninterrupted one.
 custom_imports = dict(imports=['mmrankkd'], allow_failed_imports=False)
-custom_hooks = [dict(type='mmrankkd.ExactResumeHook')]
+# Deferred loss value checks read at every epoch end, before every
+# checkpoint and at the end (no checkpoint after an unread NaN).
+custom_hooks = [dict(type='mmrankkd.ExactResumeHook'),
+                dict(type='mmrankkd.ValueCheckHook')]
 randomness = dict(seed=0)
 env_cfg = dict(cudnn_benchmark=False)

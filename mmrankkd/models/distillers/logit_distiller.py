@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import print_log
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel, revert_sync_batchnorm
 
 from mmrankkd.registry import MODELS
@@ -41,6 +41,8 @@ from .teacher import AUTOCAST_DTYPES, LiveTeacher, attach_teacher_predictions
 from .teacher_input import TeacherInput
 from .teacher_store import build_stored_teacher
 from .views import VIEW_NAMES, check_views, is_multi_view, preprocess_views
+from .unused_parameters import (check_first_step, freeze,
+                                probe_unreached_parameters)
 # mmpretrain heads whose distilled (two-token) form mmpretrain refuses to
 # train, with mmpretrain's reason. (DeiT's trains: .distillation_token.)
 _UNTRAINABLE_HEADS = {
@@ -207,9 +209,11 @@ class LogitDistiller(BaseModel):
         student_task_loss (bool): Keep the student's own losses (the host's
             ``loss()`` keys: ``decode.*``, ``aux.*``, ``decode_<i>.*``;
             classifiers' under ``cls.*``). False drops them (e.g. when the
-            distill loss replaces CE, as Plackett-Luce does); the student's
-            auxiliary head is then frozen since nothing trains it.
-            Defaults to True.
+            distill loss replaces CE, as Plackett-Luce does); every student
+            parameter that then gets no gradient (auxiliary heads, point
+            heads, side branches) is frozen and named in the log when the
+            distiller is built (:mod:`.unused_parameters`). Defaults to
+            True.
         resize_teacher_logits (bool): For dense logits of different sizes,
             bilinearly resize the teacher's logits to the student's (logged
             once). If False a size mismatch is an error. Defaults to True.
@@ -357,13 +361,17 @@ class LogitDistiller(BaseModel):
         #: Set by the distill val/test loops when a metric needs the
         #: teacher's predictions too.
         self.predict_with_teacher = False
-        if not student_task_loss and kind == 'seg' and getattr(
-                student_model, 'with_auxiliary_head', False):
-            for p in student_model.auxiliary_head.parameters():
-                p.requires_grad_(False)
-            print_log(
-                'student_task_loss=False: the student\'s auxiliary head '
-                'gets no loss and is frozen.', logger='current')
+        # Without the task loss, parameters off the logits' path (aux
+        # heads, side branches) get no gradient: frozen and named now,
+        # before a runner wraps the model in DDP (:mod:`.unused_parameters`).
+        self._first_step_checked = student_task_loss
+        if not student_task_loss:
+            freeze(probe_unreached_parameters(student_model, kind,
+                                              self.student_tap),
+                   'student_task_loss=False')
+        #: Set by ``mmrankkd.ValueCheckHook`` when a runner trains with it.
+        self.value_checks_flushed = False
+        self._unflushed_warned = False
         # Accept plain student checkpoints (load_from=<student.pth>).
         self.register_load_state_dict_pre_hook(_add_student_prefix)
 
@@ -612,9 +620,20 @@ class LogitDistiller(BaseModel):
              data_samples: list) -> Dict[str, torch.Tensor]:
         """The student's own losses (its ``loss()``'s keys; classifiers'
         under ``cls.``) plus distillation losses (``distill.<name>``), from
-        one student forward."""
+        one student forward per view."""
         if self.num_views > 1:
-            return self._multi_view_loss(inputs, data_samples)
+            losses = self._multi_view_loss(inputs, data_samples)
+        else:
+            losses = self._one_view_loss(inputs, data_samples)
+        if not self._first_step_checked and torch.is_grad_enabled():
+            self._first_step_checked = True
+            check_first_step(self.student, list(losses.values()))
+        if not self._unflushed_warned:
+            self._warn_if_unflushed()
+        return losses
+
+    def _one_view_loss(self, inputs: torch.Tensor,
+                       data_samples: list) -> Dict[str, torch.Tensor]:
         if self.distillation_token:
             task_losses, s_logits = distillation_token_step(
                 self.student, inputs, data_samples)
@@ -677,3 +696,21 @@ class LogitDistiller(BaseModel):
                 args = args + [labels]
             losses[f'distill.{name}'] = loss(*args)
         return losses
+    def _warn_if_unflushed(self) -> None:
+        """Once: a runner trains this distiller without
+        ``mmrankkd.ValueCheckHook``, so deferred value checks of the last
+        calls before a checkpoint or the end would go unread."""
+        self._unflushed_warned = True
+        deferred = [name for name, loss in self.distill_losses.items()
+                    if getattr(loss, 'validate', None) == 'deferred']
+        in_runner = MessageHub.get_current_instance().get_info(
+            'max_iters') is not None
+        if deferred and in_runner and not self.value_checks_flushed:
+            print_log(
+                f'distill losses {deferred} check their inputs (NaN/Inf, '
+                'labels) in deferred reads, but the runner has no mmrankkd.'
+                'ValueCheckHook: the calls after the last read (up to '
+                'validate_interval) are not checked before checkpoints or '
+                'at the end of training. Fix: custom_hooks=[dict(type='
+                "'mmrankkd.ValueCheckHook'), ...].", logger='current',
+                level=logging.WARNING)

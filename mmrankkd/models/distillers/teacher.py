@@ -59,6 +59,29 @@ def query_head_samples(data_samples: list) -> list:
     return samples
 
 
+def forward_to_logits(model: nn.Module, kind: str, tap: LogitTap,
+                      inputs: Tensor, data_samples: Optional[list]) -> None:
+    """Run ``model`` just far enough for ``tap`` (entered by the caller) to
+    record its class logits: a classifier's ``tensor`` forward, or a
+    segmentor's backbone/neck and decode head(s) up to the tapped one."""
+    if kind == 'cls':
+        model(inputs, mode='tensor')
+        return
+    feats = model.extract_feat(inputs)
+    heads = model.decode_head
+    if isinstance(heads, nn.ModuleList):  # cascade: stage by stage
+        out = heads[0].forward(feats)
+        for head in heads[1:]:
+            if tap.fired:
+                break
+            out = head.forward(feats, out)
+    elif 'batch_data_samples' in inspect.signature(
+            type(heads).forward).parameters:  # query heads
+        heads.forward(feats, query_head_samples(data_samples))
+    else:
+        heads.forward(feats)
+
+
 class LiveTeacher:
     """The frozen teacher model as the source of teacher logits.
 
@@ -108,27 +131,9 @@ class LiveTeacher:
         preprocessed ``inputs``."""
         inputs = self._inputs(inputs, data_samples)
         with self.tap, self._context(inputs):
-            if self.kind == 'cls':
-                self.model(inputs, mode='tensor')
-            else:
-                self._dense_forward(inputs, data_samples)
+            forward_to_logits(self.model, self.kind, self.tap, inputs,
+                              data_samples)
         return self.tap.logits.float()
-
-    def _dense_forward(self, inputs: Tensor, data_samples) -> None:
-        """Run the teacher's decode head(s) up to the tapped one."""
-        feats = self.model.extract_feat(inputs)
-        heads = self.model.decode_head
-        if isinstance(heads, nn.ModuleList):  # cascade: stage by stage
-            out = heads[0].forward(feats)
-            for head in heads[1:]:
-                if self.tap.fired:
-                    break
-                out = head.forward(feats, out)
-        elif 'batch_data_samples' in inspect.signature(
-                type(heads).forward).parameters:  # query heads
-            heads.forward(feats, query_head_samples(data_samples))
-        else:
-            heads.forward(feats)
 
     @torch.no_grad()
     def predict(self, inputs: Tensor,

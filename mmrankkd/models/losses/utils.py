@@ -8,8 +8,11 @@ upcast half precision and treat ignored pixels the same way.
 
 No host synchronisation in the steady state: the value checks (NaN/Inf
 logits, labels outside [0, C)) run on the device; by default they are read
-on the host on the first call and then once every ``validate_interval``
-calls (see :class:`BaseLogitLoss`), and ignored pixels are weighted out
+on the host on the first call, then once every ``validate_interval``
+calls and whenever :meth:`BaseLogitLoss.flush` is called (by
+``mmrankkd.ValueCheckHook`` at the end of every training epoch, before every
+checkpoint and at the end of training; see :class:`BaseLogitLoss`), and
+ignored pixels are weighted out
 (weight 0) instead of being selected with a boolean mask (a selection needs
 the count on the host).
 """
@@ -183,14 +186,18 @@ def pearson_correlation(a: Tensor,
 
 
 class _CheckState:
-    """Calls so far, the running checks not read yet (and since which
-    call), and the cached sign vectors of :meth:`BaseLogitLoss._signs`."""
+    """Calls so far, the running checks not read yet (since which call, for
+    how many classes), the cached sign vectors of
+    :meth:`BaseLogitLoss._signs`, and the training iteration of call 0
+    (when a runner said so: :meth:`BaseLogitLoss.align_iterations`)."""
 
     def __init__(self):
         self.calls = 0
         self.pending = None  # ([logit sums], label extremes or None)
         self.since = 1
+        self.num_classes = None
         self.signs = {}
+        self.iteration_offset = None
 
 
 #: Profiler label of the one device -> host read of the value checks.
@@ -240,7 +247,13 @@ class BaseLogitLoss(nn.Module):
     * ``'off'``: no value checks (no sync ever).
 
     Out-of-range labels that a deferred check has not read yet are clamped
-    into [0, C) so that nothing indexes out of bounds before it raises.
+    into [0, C) so that nothing indexes out of bounds before it raises;
+    the error then says that the calls it covers trained on clamped labels.
+    :meth:`flush` reads the pending checks at once: ``mmrankkd.
+    ValueCheckHook`` (in the shipped configs' ``custom_hooks``) calls it at
+    the end of every training epoch, before every checkpoint is written and
+    at the end of training, so no checkpoint follows an unread NaN or bad
+    label and the last calls of a run are checked too.
 
     Ignored samples/pixels (label == ``ignore_index``) are weighted 0, not
     selected: the mean runs over the kept ones (0 with a zero gradient when
@@ -379,7 +392,8 @@ class BaseLogitLoss(nn.Module):
         return cache[key]
 
     def _raise_if_bad(self, sums: list, extremes: Optional[list],
-                      num_classes: int, where: str) -> None:
+                      num_classes: int, where: str,
+                      label_note: str = '') -> None:
         for role, total in zip(('student', 'teacher'), sums):
             if not math.isfinite(total):
                 raise ValueError(
@@ -395,9 +409,9 @@ class BaseLogitLoss(nn.Module):
                           else f'not ignore_index={self.ignore_index}')
                 raise ValueError(
                     f'{self.loss_name}: labels contain {value}, outside '
-                    f'[0, {num_classes}) and {ignore}{where}. Fix: set '
-                    'ignore_index to the dataset\'s ignore label or check '
-                    'num_classes.')
+                    f'[0, {num_classes}) and {ignore}{where}.{label_note} '
+                    'Fix: set ignore_index to the dataset\'s ignore label or '
+                    'check num_classes.')
 
     def _check_values(self, student: Tensor, teacher: Tensor,
                       labels: Optional[Tensor],
@@ -419,6 +433,7 @@ class BaseLogitLoss(nn.Module):
                 self._flush(num_classes)
             # float64 running sums: 100 finite sums cannot overflow them
             state.pending = ([x.double() for x in sums], extremes)
+            state.num_classes = num_classes
         else:
             # sums stay finite iff every term is; one op for both
             torch._foreach_add_(pending[0], sums)
@@ -432,10 +447,38 @@ class BaseLogitLoss(nn.Module):
         pending, first = state.pending, state.since
         state.pending, state.since = None, state.calls + 1
         if pending is not None:
+            iterations = ''
+            if state.iteration_offset is not None:
+                iterations = (
+                    f', training iterations {first + state.iteration_offset}'
+                    f'-{state.calls + state.iteration_offset}')
+            clamped = ''
+            if self.requires_labels:
+                clamped = (' Until this check, those calls trained with the '
+                           f'labels clamped into [0, {num_classes}).')
             self._raise_if_bad(
                 *_read(*pending), num_classes,
-                f' (deferred check of calls {first}-{state.calls}; '
-                "validate='always' stops at the offending call)")
+                f' (deferred check of calls {first}-{state.calls}'
+                f'{iterations}; validate=\'always\' stops at the offending '
+                'call)', clamped)
+
+    def flush(self) -> None:
+        """Read the deferred value checks of the calls since the last read
+        now (one device sync if any are pending; nothing otherwise).
+
+        Raises:
+            ValueError: As the deferred check would, naming the calls.
+        """
+        if self._checks.pending is not None:
+            self._flush(self._checks.num_classes)
+
+    def align_iterations(self, completed_iterations: int) -> None:
+        """Name training iterations (1-based) besides call numbers in the
+        deferred checks' errors: the next call is iteration
+        ``completed_iterations + 1`` (one call per iteration, as in a
+        runner's training loop)."""
+        state = self._checks
+        state.iteration_offset = int(completed_iterations) - state.calls
 
     # ------------------------------------------------------------------
     def forward(self,

@@ -1,0 +1,75 @@
+"""Read the distillation losses' deferred value checks at the boundaries
+of a run.
+
+Each loss checks its inputs (NaN/Inf logits, labels outside [0, C)) on the
+device and, with ``validate='deferred'`` (the default), reads the result on
+the host only every ``validate_interval`` calls (see
+:class:`mmrankkd.models.losses.utils.BaseLogitLoss`). Without this hook the
+calls after the last read of a run are never checked, and a checkpoint can
+be written after a NaN or a bad label that no read has seen yet.
+
+``ValueCheckHook`` reads them (``flush()``: one device sync when calls are
+pending) at the end of every training epoch (iteration-based training: at
+its end), before every checkpoint is written (raising there means the
+checkpoint is not written) and at the end of training. It also tells the
+losses which training iteration each call is, so their errors name
+iterations as well as calls.
+
+The shipped distillation configs list it in ``custom_hooks``; a run of a
+distiller without it logs a warning naming it.
+
+Config::
+
+    custom_hooks = [dict(type='mmrankkd.ValueCheckHook')]
+"""
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+
+from mmrankkd.registry import HOOKS
+
+
+def _losses(runner) -> list:
+    model = runner.model.module if is_model_wrapper(
+        runner.model) else runner.model
+    losses = getattr(model, 'distill_losses', None)
+    if losses is None:
+        return []
+    return [loss for loss in losses.values() if hasattr(loss, 'flush')]
+
+
+@HOOKS.register_module()
+class ValueCheckHook(Hook):
+    """Flush the distillation losses' deferred value checks at the end of
+    every training epoch, before every checkpoint and at the end of
+    training. Does nothing for models without ``distill_losses``."""
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        if hasattr(model, 'distill_losses'):
+            model.value_checks_flushed = True
+        for loss in _losses(runner):
+            if hasattr(loss, 'align_iterations'):
+                loss.align_iterations(runner.iter)
+
+    def _flush(self, runner) -> None:
+        for loss in _losses(runner):
+            loss.flush()
+
+    def after_train_epoch(self, runner) -> None:
+        self._flush(runner)
+
+    def before_save_checkpoint(self, runner,
+                               checkpoint: Optional[dict] = None) -> None:
+        self._flush(runner)
+
+    def after_train(self, runner) -> None:
+        self._flush(runner)
+        if _losses(runner):
+            print_log('Distillation losses: the deferred value checks of '
+                      'every call are read, none failed.', logger='current')
