@@ -6,6 +6,7 @@ A config reaches our modules with ``type='mmrankkd.<Name>'`` from any scope
 registries import our modules lazily, so building by name needs no import of
 ``mmrankkd.models`` first.
 """
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
@@ -16,6 +17,9 @@ from mmengine.registry import Registry
 # Losses and the distiller.
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS, locations=['mmrankkd.models'])
+# Synthetic data sets in real layouts (e.g. SyntheticCIFAR100).
+DATASETS = Registry(
+    'dataset', parent=MMENGINE_DATASETS, locations=['mmrankkd.datasets'])
 # Training hooks.
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, locations=['mmrankkd.engine'])
