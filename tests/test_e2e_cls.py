@@ -8,6 +8,7 @@ data: ``--cfg-options`` setting every loader's dataset type to
 ``mmrankkd.SyntheticCIFAR100`` (mmpretrain's CIFAR100 reader without the md5
 checks of the real files), no wrapper."""
 import glob
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -88,6 +89,40 @@ def test_cifar100_distillation_end_to_end(tmp_path):
 
     ckpt = torch.load(wd / 'epoch_1.pth')
     assert all(k.startswith('student.') for k in ckpt['state_dict'])
+
+    # The logged teacher accuracy and agreement, recomputed from the two
+    # checkpoints on the 25 test images (the configs' normalisation).
+    from mmengine.config import Config
+    from mmpretrain.registry import DATASETS
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    dataset = DATASETS.build(dict(type='mmrankkd.SyntheticCIFAR100',
+                                  data_root=root, split='test',
+                                  pipeline=[]))
+    images = torch.stack([torch.from_numpy(dataset[i]['img'])
+                          for i in range(len(dataset))]).permute(0, 3, 1, 2)
+    labels = torch.tensor([dataset[i]['gt_label']
+                           for i in range(len(dataset))])
+    norm = Config.fromfile(str(cfg)).data_preprocessor
+    inputs = (images.float() - torch.tensor(norm.mean).view(1, 3, 1, 1)) \
+        / torch.tensor(norm.std).view(1, 3, 1, 1)
+    preds = {}
+    for name, model_cfg, state in (
+            ('student', Config.fromfile(str(cfg)).model.student,
+             {k[len('student.'):]: v for k, v in ckpt['state_dict'].items()}),
+            ('teacher', Config.fromfile(str(teacher_cfg)).model,
+             torch.load(teacher_ckpt)['state_dict'])):
+        model = CLS_MODELS.build(model_cfg).eval()
+        model.load_state_dict({k: v for k, v in state.items()
+                               if not k.startswith('data_preprocessor')})
+        with torch.no_grad():
+            preds[name] = model(inputs, mode='tensor').argmax(1)
+    logged = {key: float(re.search(rf'{key}: (\S+)', val).group(1))
+              for key in ('agreement/top1', 'teacher/accuracy/top1')}
+    assert logged['agreement/top1'] == pytest.approx(
+        100 * (preds['student'] == preds['teacher']).float().mean().item(),
+        abs=1e-3)
+    assert logged['teacher/accuracy/top1'] == pytest.approx(
+        100 * (preds['teacher'] == labels).float().mean().item(), abs=1e-3)
 
     from mmrankkd.engine import export_student
     out = tmp_path / 'export' / 'student.pth'
