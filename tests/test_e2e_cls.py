@@ -91,31 +91,37 @@ def test_cifar100_distillation_end_to_end(tmp_path):
     assert all(k.startswith('student.') for k in ckpt['state_dict'])
 
     # The logged teacher accuracy and agreement, recomputed from the two
-    # checkpoints on the 25 test images (the configs' normalisation).
+    # checkpoints on the 25 test images, each model with the input
+    # preprocessing it trained with: the student its own (this config
+    # gives it none: ClsDataPreprocessor's defaults), the teacher its
+    # config's top-level data_preprocessor (which the distiller uses too).
     from mmengine.config import Config
     from mmpretrain.registry import DATASETS
     from mmpretrain.registry import MODELS as CLS_MODELS
     dataset = DATASETS.build(dict(type='mmrankkd.SyntheticCIFAR100',
                                   data_root=root, split='test',
                                   pipeline=[]))
-    images = torch.stack([torch.from_numpy(dataset[i]['img'])
-                          for i in range(len(dataset))]).permute(0, 3, 1, 2)
+    images = [torch.from_numpy(dataset[i]['img']).permute(2, 0, 1)
+              for i in range(len(dataset))]
     labels = torch.tensor([dataset[i]['gt_label']
                            for i in range(len(dataset))])
-    norm = Config.fromfile(str(cfg)).data_preprocessor
-    inputs = (images.float() - torch.tensor(norm.mean).view(1, 3, 1, 1)) \
-        / torch.tensor(norm.std).view(1, 3, 1, 1)
+    teacher_model = Config.fromfile(str(teacher_cfg)).model
+    teacher_model.data_preprocessor = Config.fromfile(
+        str(teacher_cfg)).data_preprocessor
     preds = {}
     for name, model_cfg, state in (
             ('student', Config.fromfile(str(cfg)).model.student,
              {k[len('student.'):]: v for k, v in ckpt['state_dict'].items()}),
-            ('teacher', Config.fromfile(str(teacher_cfg)).model,
+            ('teacher', teacher_model,
              torch.load(teacher_ckpt)['state_dict'])):
         model = CLS_MODELS.build(model_cfg).eval()
-        model.load_state_dict({k: v for k, v in state.items()
-                               if not k.startswith('data_preprocessor')})
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(
+            k.startswith('data_preprocessor') for k in missing), name
         with torch.no_grad():
-            preds[name] = model(inputs, mode='tensor').argmax(1)
+            data = model.data_preprocessor(
+                dict(inputs=images, data_samples=None))
+            preds[name] = model(data['inputs'], mode='tensor').argmax(1)
     logged = {key: float(re.search(rf'{key}: (\S+)', val).group(1))
               for key in ('agreement/top1', 'teacher/accuracy/top1')}
     assert logged['agreement/top1'] == pytest.approx(
