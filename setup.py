@@ -20,6 +20,8 @@ setup(
     packages=find_packages(include=['mmrankkd', 'mmrankkd.*']),
     python_requires='>=3.8',
     install_requires=[
+        # torch.is_autocast_enabled(device_type) (the losses) needs 2.4.
+        'torch>=2.4',
         'mmengine>=0.10.7',
         # The range mmsegmentation 1.2.x accepts; full mmcv (compiled ops).
         'mmcv>=2.0.0rc4,<2.2.0',

@@ -6,6 +6,7 @@ A config reaches our modules with ``type='mmrankkd.<Name>'`` from any scope
 registries import our modules lazily, so building by name needs no import of
 ``mmrankkd.models`` first.
 """
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
@@ -21,6 +22,9 @@ MODELS = Registry(
 TRANSFORMS = Registry(
     'transform', parent=MMENGINE_TRANSFORMS,
     locations=['mmrankkd.datasets'])
+# Synthetic data sets in real layouts (e.g. SyntheticCIFAR100).
+DATASETS = Registry(
+    'dataset', parent=MMENGINE_DATASETS, locations=['mmrankkd.datasets'])
 # Training hooks.
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, locations=['mmrankkd.engine'])

@@ -38,6 +38,29 @@ DEFAULT_RUNS = [('kd', 'resnet32x4', 'resnet8x4'),
 _RUN_IDS = itertools.count()
 
 
+# Published settings, written here (not read from the generator):
+# mdistiller configs/cifar100/dkd/*.yaml SOLVER.LR and DKD.BETA (8.0 where
+# the yaml leaves CFG.DKD.BETA's default), the same LR as CRD's
+# train_student.py (0.01 for MobileNetV2 / ShuffleNet students).
+PUBLISHED = {
+    ('resnet56', 'resnet20'): dict(lr=0.05, dkd_beta=2.0),
+    ('resnet110', 'resnet32'): dict(lr=0.05, dkd_beta=2.0),
+    ('resnet32x4', 'resnet8x4'): dict(lr=0.05, dkd_beta=8.0),
+    ('wrn_40_2', 'wrn_16_2'): dict(lr=0.05, dkd_beta=6.0),
+    ('wrn_40_2', 'wrn_40_1'): dict(lr=0.05, dkd_beta=6.0),
+    ('vgg13', 'vgg8'): dict(lr=0.05, dkd_beta=6.0),
+    ('vgg13', 'MobileNetV2'): dict(lr=0.01, dkd_beta=6.0),
+    ('ResNet50', 'MobileNetV2'): dict(lr=0.01, dkd_beta=8.0),
+    ('resnet32x4', 'ShuffleV1'): dict(lr=0.01, dkd_beta=8.0),
+    ('resnet32x4', 'ShuffleV2'): dict(lr=0.01, dkd_beta=8.0),
+    ('wrn_40_2', 'ShuffleV1'): dict(lr=0.01, dkd_beta=8.0),
+}
+# Both: SGD, momentum 0.9, weight decay 5e-4, batch 64, 240 epochs, LR x0.1
+# at epochs 150, 180, 210.
+RECIPE = dict(momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=240,
+              milestones=[150, 180, 210], gamma=0.1)
+
+
 def config_path(loss, teacher, student):
     return Path(gen.loss_path(loss, dict(teacher=teacher, student=student)))
 
@@ -93,7 +116,7 @@ def test_config_loads_with_recipe_and_settings(item):
     assert model.student.backbone == student_cfg.backbone
     assert model.student.data_preprocessor == student_cfg.data_preprocessor
     # The CRD recipe.
-    assert cfg.train_dataloader.batch_size == 64
+    assert cfg.train_dataloader.batch_size == RECIPE['batch_size']
     assert cfg.train_dataloader.dataset.type == 'CIFAR100'
     assert cfg.train_dataloader.dataset.data_root == 'data/cifar100'
     pipeline = cfg.train_dataloader.dataset.pipeline
@@ -110,18 +133,19 @@ def test_config_loads_with_recipe_and_settings(item):
     assert pipeline[0].padding == 4
     assert cfg.get('data_preprocessor') is None  # the student's (CRD)
     opt = cfg.optim_wrapper.optimizer
-    assert (opt.type, opt.momentum, opt.weight_decay) == ('SGD', 0.9, 5e-4)
-    if loss == 'mlkd':
+    assert (opt.type, opt.momentum, opt.weight_decay) == (
+        'SGD', RECIPE['momentum'], RECIPE['weight_decay'])
+    if loss == 'mlkd':  # the MLKD authors' own schedules
         assert (opt.lr, cfg.train_cfg.max_epochs) == (mlkd['lr'],
                                                       mlkd['epochs'])
     elif loss == 'mlkd-ls':
         assert (opt.lr, cfg.train_cfg.max_epochs) == (mlkd['ls_lr'],
                                                       mlkd['ls_epochs'])
     else:
-        assert opt.lr == (0.01 if student in gen.LOW_LR_STUDENTS else 0.05)
-        assert cfg.train_cfg.max_epochs == 240
-    assert cfg.param_scheduler.milestones == [150, 180, 210]
-    assert cfg.param_scheduler.gamma == 0.1
+        assert opt.lr == PUBLISHED[(teacher, student)]['lr']
+        assert cfg.train_cfg.max_epochs == RECIPE['epochs']
+    assert cfg.param_scheduler.milestones == RECIPE['milestones']
+    assert cfg.param_scheduler.gamma == RECIPE['gamma']
     assert cfg.val_cfg.type == 'mmrankkd.DistillValLoop'
     # The losses.
     losses = model.distill_losses
@@ -132,8 +156,6 @@ def test_config_loads_with_recipe_and_settings(item):
     # ... and reads the losses' deferred value checks at every boundary.
     assert hooks[1] == dict(type='mmrankkd.ValueCheckHook')
     hooks = hooks[2:]
-    pair = next(p for p in gen.PAIRS
-                if (p['teacher'], p['student']) == (teacher, student))
     if loss == 'kd':
         assert ce == 0.1
         assert dict(losses) == dict(loss_kd=dict(
@@ -141,7 +163,8 @@ def test_config_loads_with_recipe_and_settings(item):
     elif loss == 'dkd':
         assert ce == 1.0
         assert (losses.loss_dkd.alpha, losses.loss_dkd.beta,
-                losses.loss_dkd.temperature) == (1.0, pair['dkd_beta'], 4.0)
+                losses.loss_dkd.temperature) == (
+                    1.0, PUBLISHED[(teacher, student)]['dkd_beta'], 4.0)
     elif loss == 'dist':
         assert ce == 1.0
         d = losses.loss_dist
@@ -206,16 +229,8 @@ def test_config_loads_with_recipe_and_settings(item):
     assert model.get('student_task_loss', True) is (loss != 'pld')
 
 
-def test_dkd_betas_are_mdistillers():
-    # mdistiller configs/cifar100/dkd/*.yaml (BETA; 8.0 is CFG.DKD.BETA).
-    betas = {(p['teacher'], p['student']): p['dkd_beta'] for p in gen.PAIRS}
-    assert betas[('resnet56', 'resnet20')] == 2.0
-    assert betas[('resnet110', 'resnet32')] == 2.0
-    assert betas[('vgg13', 'vgg8')] == betas[('vgg13', 'MobileNetV2')] == 6.0
-    assert betas[('wrn_40_2', 'wrn_16_2')] == 6.0
-    assert betas[('wrn_40_2', 'wrn_40_1')] == 6.0
-    assert betas[('resnet32x4', 'resnet8x4')] == 8.0
-    assert betas[('ResNet50', 'MobileNetV2')] == 8.0
+def test_every_generated_pair_has_published_settings():
+    assert sorted(PAIRS) == sorted(PUBLISHED)
 
 
 # ------------------------------------------------------------ building
@@ -284,6 +299,21 @@ def _one_iteration(item, root, ckpt_dir, work_dir):
     with disable_cifar100_md5_check():
         runner = Runner.from_cfg(cfg)
         runner.train()
+    # The optimizer and schedule the runner built: the published ones.
+    group = runner.optim_wrapper.optimizer.param_groups[0]
+    lr = PUBLISHED[(teacher, student)]['lr']
+    if item[0].startswith('mlkd'):  # the MLKD authors' own lr
+        pair_cfg = next(p['dkd_cfg'] for p in gen.PAIRS
+                        if (p['teacher'], p['student']) == (teacher, student))
+        lr = gen.MLKD[pair_cfg]['ls_lr' if item[0] == 'mlkd-ls' else 'lr']
+    assert type(runner.optim_wrapper.optimizer) is torch.optim.SGD
+    assert (group['initial_lr'], group['lr'], group['momentum'],
+            group['weight_decay']) == (lr, lr,
+                                       RECIPE['momentum'],
+                                       RECIPE['weight_decay'])
+    scheduler, = runner.param_schedulers
+    assert sorted(scheduler.milestones.elements()) == RECIPE['milestones']
+    assert scheduler.gamma == RECIPE['gamma']
     log = '\n'.join(p.read_text() for p in Path(work_dir).glob('*/*.log'))
     train = [line for line in log.splitlines() if 'Epoch(train)' in line]
     assert len(train) == 1, 'expected exactly one training iteration'

@@ -134,14 +134,26 @@ def raw_images(n=2, seed=0):
                          dtype=torch.uint8)
 
 
-def test_fixture_writes_the_released_layout(tmp_path):
-    path = write_released(tmp_path / 'ckpt_epoch_240.pth',
-                          original_state_dict('resnet8'))
-    data = open(path, 'rb').read()
-    assert not data.startswith(b'PK')  # legacy, not the zip format
-    assert b'numpy.core.multiarray\nscalar' in data
-    assert b'numpy._core' not in data
-    assert b'torch.cuda\nFloatStorage' in data and b'cuda:0' in data
+def test_tool_converts_what_torch_load_refuses(tmp_path):
+    """A released file (legacy format, CUDA storages, a numpy-1.x scalar in
+    the optimizer state) does not load with torch.load(weights_only=True)
+    on a CPU machine; the tool turns it into a zip-format file that does,
+    with CPU tensors equal, bit for bit, to the released weights."""
+    original = original_state_dict('resnet8')
+    src = write_released(tmp_path / 'ckpt_epoch_240.pth', original, False)
+    with pytest.raises(Exception):
+        torch.load(src, weights_only=True)
+    dst = tmp_path / 'out.pth'
+    tool.convert(src, str(dst), 'resnet8')
+    assert dst.read_bytes()[:2] == b'PK'
+    state = torch.load(str(dst), weights_only=True)['state_dict']
+    assert {t.device.type for t in state.values()} == {'cpu'}
+    back = zoo_to_original_state_dict(
+        {k: v for k, v in state.items()
+         if not k.startswith('data_preprocessor.')}, 'resnet8')
+    assert set(original) <= set(back)
+    for key, value in original.items():
+        assert torch.equal(back[key], value), key
 
 
 @pytest.mark.parametrize('arch,counters', [('resnet56', True),

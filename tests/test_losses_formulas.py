@@ -388,3 +388,51 @@ def test_cwd_gradient_equals_autograd_of_mmrazor_transcription():
                                 student)
     torch.testing.assert_close(ours[0], reference[0])
     torch.testing.assert_close(ours[1], reference[1])
+
+
+BLOCKED_CASES = {
+    'CWDLoss': dict(temperature=2.),
+    'KDLoss': dict(temperature=3.),
+    'BalanceDivergenceLoss': dict(forward_temperature=2.,
+                                  reverse_temperature=2., reverse_weight=.7),
+    'BalanceDivergenceLoss/channel': dict(
+        forward_temperature=2., reverse_temperature=3., reverse_weight=.7,
+        mode='channel'),
+}
+
+
+@pytest.mark.parametrize('ignore_index', [None, 255])
+@pytest.mark.parametrize('name', BLOCKED_CASES)
+def test_cpu_blocks_give_the_one_pass_values_and_gradients(
+        name, ignore_index, monkeypatch):
+    """On CPU, softmax_kl walks large logits in blocks of images (so that
+    its temporaries are reused, not fresh pages): blocks of 2 images of 5,
+    the last one short, weights and masks sliced per block, a
+    channels_last student, an image with every pixel ignored."""
+    from mmrankkd.models.losses import fused
+    student = rand(5, 4, 3, 6, seed=40).to(
+        memory_format=torch.channels_last)
+    teacher = rand(5, 4, 3, 6, seed=41)
+    labels = torch.randint(0, 4, (5, 3, 6),
+                           generator=torch.Generator().manual_seed(42))
+    labels[1] = 255
+    labels[3, :2] = 255
+    loss_fn = MODELS.build(dict(type='mmrankkd.' + name.split('/')[0],
+                                ignore_index=ignore_index,
+                                **BLOCKED_CASES[name]))
+    slice_bytes = student[0].numel() * student.element_size()
+    monkeypatch.setattr(fused, 'CPU_BLOCK_BYTES', 2 * slice_bytes)
+    dim = -1 if 'channel' in name or name == 'CWDLoss' else 1
+    assert fused._block_rows(student.flatten(2), dim) == 2
+    blocked = _value_and_grad(lambda s: loss_fn(s, teacher, labels),
+                              student)
+    monkeypatch.setattr(fused, 'CPU_BLOCK_BYTES', 1 << 40)
+    one_pass = _value_and_grad(lambda s: loss_fn(s, teacher, labels),
+                               student)
+    torch.testing.assert_close(blocked[0], one_pass[0], rtol=1e-12,
+                               atol=0)
+    torch.testing.assert_close(blocked[1], one_pass[1], rtol=1e-12,
+                               atol=1e-15)
+    if name == 'CWDLoss' and ignore_index is None:
+        torch.testing.assert_close(blocked[0], channel_kl(teacher, student,
+                                                          2.))

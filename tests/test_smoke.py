@@ -13,11 +13,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize('module', ['mmcv.ops', 'mmseg.models',
-                                    'mmpretrain.models', 'mmdet.models',
-                                    'mmrankkd'])
-def test_imports(module):
+@pytest.mark.parametrize('module,registry,name', [
+    ('mmseg.models', 'mmseg.registry', 'EncoderDecoder'),
+    ('mmpretrain.models', 'mmpretrain.registry', 'ImageClassifier'),
+    ('mmdet.models', 'mmdet.registry', 'Mask2FormerHead'),
+    ('mmrankkd', 'mmrankkd.registry', 'LogitDistiller'),
+])
+def test_importing_a_package_registers_its_models(module, registry, name):
+    """Each package imports and its import registers its models (the
+    registries a config builds from)."""
     importlib.import_module(module)
+    cls = importlib.import_module(registry).MODELS.get(name)
+    assert isinstance(cls, type) and cls.__name__ == name
 
 
 def test_mmseg_mask_heads_are_mmdets():

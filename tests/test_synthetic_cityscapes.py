@@ -98,13 +98,35 @@ def test_second_call_skips_a_complete_set_and_remakes_a_changed_one(
     assert len(_dataset(root, 'train')) == 1
 
 
-def test_package_exports_both_synthetic_data_sets(tmp_path):
-    """Both generators are importable from ``mmrankkd.datasets``."""
+def test_synthetic_cifar100_reads_back_through_mmpretrain(tmp_path):
+    """The CIFAR-100 files read back through mmpretrain's CIFAR100 (md5
+    checks off inside the context, on again after it) and through
+    mmrankkd.SyntheticCIFAR100 built by name: the pickled images and fine
+    labels."""
     import pickle
+
+    import numpy as np
+    from mmpretrain.datasets import CIFAR100
+    from mmpretrain.registry import DATASETS
 
     from mmrankkd.datasets import (disable_cifar100_md5_check,
                                    make_synthetic_cifar100)
     root = make_synthetic_cifar100(str(tmp_path), num_train=10, num_test=5)
     with open(osp.join(root, 'cifar-100-python', 'test'), 'rb') as f:
-        assert len(pickle.load(f)['fine_labels']) == 5
-    assert callable(disable_cifar100_md5_check)
+        entry = pickle.load(f)
+    images = entry['data'].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    kwargs = dict(data_root=root, split='test', pipeline=[], download=False)
+    with disable_cifar100_md5_check():
+        real = CIFAR100(**kwargs)
+    named = DATASETS.build(dict(type='mmrankkd.SyntheticCIFAR100', **kwargs))
+    for dataset in (real, named):
+        assert len(dataset) == 5
+        assert [dataset[i]['gt_label'] for i in range(5)] == \
+            entry['fine_labels']
+        assert np.array_equal(np.stack([dataset[i]['img']
+                                        for i in range(5)]), images)
+        # mmpretrain's own CIFAR-100 class names (its METAINFO wins
+        # over the file's meta)
+        assert len(dataset.metainfo['classes']) == 100
+    with pytest.raises(RuntimeError):  # the md5 checks are back
+        CIFAR100(**kwargs)

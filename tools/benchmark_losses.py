@@ -21,8 +21,10 @@ CIFAR-100 64x100 and 128x100, Cityscapes decode head 2x19x64x128 and
   ``dkd_loss``, DIST_KD's ``DIST`` (= mmrazor's ``DISTLoss``), mmrazor's
   ``ChannelWiseDivergence``, zkxufo/TTM's ``TTM``/``WTTM``, CTKD's
   ``Global_T`` + ``DistillKL``, logit-standardization-KD's ``kd_loss``/
-  ``dkd_loss`` with ``normalize``, measured in the same run; dense logits
-  go to the row-wise peers as pixel rows, as their segmentation code does;
+  ``dkd_loss`` with ``normalize``, measured in the same run: the ratio of
+  the medians of at least 20 interleaved runs (peer ms: its fastest run);
+  dense logits go to the row-wise peers as pixel rows, as their
+  segmentation code does;
 * vs student step: this loss / one training step (forward, cross-entropy,
   backward) of a student on the batch the logits come from (ResNet-18 CIFAR
   variant, ResNet-18, PSPNet-R18-D8 at 512x1024). With ``--quick`` the
@@ -433,6 +435,23 @@ def time_runs(fns, device, repeats):
     return runs
 
 
+def median(values):
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (
+        values[middle - 1] + values[middle]) / 2
+
+
+def median_ratio(fns, device, repeats):
+    """(fastest run of fns[0], fastest of fns[1], median of fns[0] / median
+    of fns[1]) over at least 20 interleaved runs. The ratio of medians: a
+    run that page-faults (CPU: glibc may hand a large allocation fresh pages
+    from the OS, depending on the heap's state) counts as often as it
+    happens, where the fastest run would hide it."""
+    first, second = time_runs(fns, device, max(repeats, 20))
+    return min(first), min(second), median(first) / median(second)
+
+
 def time_calls(fns, device, repeats):
     """Fastest of ``repeats`` interleaved runs of each function (on a
     shared machine, interference only ever adds time, and hits all of them
@@ -626,12 +645,11 @@ def loss_table(args, device, lines):
                 peer_name, peer = PEERS[loss_name]
                 peer_step = loss_step(
                     lambda s, t, y: peer(s, t, y), student, teacher, labels)
-                ours, peer_seconds = time_calls([step, peer_step], device,
-                                                args.repeats)
+                ours, peer_seconds, vs_peer = median_ratio(
+                    [step, peer_step], device, args.repeats)
                 seconds = min(seconds, ours)
                 row.update(ms=seconds * 1e3, peer=peer_name,
-                           peer_ms=peer_seconds * 1e3,
-                           vs_peer=seconds / peer_seconds)
+                           peer_ms=peer_seconds * 1e3, vs_peer=vs_peer)
             if student_cost is not None:
                 row.update(time_vs_student=seconds / student_cost[1],
                            mem_vs_student=peak / student_cost[2])
@@ -941,7 +959,8 @@ def main():
         '(torch.profiler). x logits: peak extra memory / size of the student '
         'logits. vs naive: this loss / the same loss with plain autograd '
         'over the full (R, C, C) pairwise tensor. vs peer: this loss / the '
-        'plain transcription of the named formula, same inputs. vs student '
+        'plain transcription of the named formula, same inputs, ratio of the '
+        'medians of at least 20 interleaved runs. vs student '
         'step: this loss / one student forward+CE+backward on the batch the '
         'logits come from.',
     ] + notes

@@ -1,5 +1,5 @@
 """Small synthetic data sets in real layouts, for the quick-start and tests."""
-from .synthetic_cifar import (disable_cifar100_md5_check,
+from .synthetic_cifar import (SyntheticCIFAR100, disable_cifar100_md5_check,
                               make_synthetic_cifar100)
 from .transforms import MLKDRandAugment
 from .synthetic_cityscapes import (draw_synthetic_cityscapes_scene,
@@ -8,5 +8,5 @@ from .synthetic_cityscapes import (draw_synthetic_cityscapes_scene,
 __all__ = [
     'make_synthetic_cityscapes', 'draw_synthetic_cityscapes_scene',
     'make_synthetic_cifar100', 'disable_cifar100_md5_check',
-    'MLKDRandAugment'
+    'MLKDRandAugment', 'SyntheticCIFAR100'
 ]

@@ -9,9 +9,23 @@ Each class is a coloured pattern (class-specific mean colour and stripe
 frequency plus noise), so a small network can learn it in a few iterations.
 
 Note: ``CIFAR100`` checks the files' md5 sums against the real data set's,
-which synthetic files cannot match. Readers therefore need those checks off:
-:func:`disable_cifar100_md5_check` (a context manager) does that for the
-real ``CIFAR100`` class, for tests and demos only.
+which synthetic files cannot match. To train on them with ``tools/train.py``
+set the data sets' type to ``mmrankkd.SyntheticCIFAR100`` (below: the same
+reader without md5 checks or download), e.g. for a config of
+``configs/cifar100/``::
+
+    python -c "from mmrankkd.datasets import make_synthetic_cifar100; \
+        make_synthetic_cifar100('data/synthetic_cifar100')"
+    python tools/train.py CONFIG --cfg-options \
+        train_dataloader.dataset.type=mmrankkd.SyntheticCIFAR100 \
+        train_dataloader.dataset.data_root=data/synthetic_cifar100 \
+        val_dataloader.dataset.type=mmrankkd.SyntheticCIFAR100 \
+        val_dataloader.dataset.data_root=data/synthetic_cifar100 \
+        test_dataloader.dataset.type=mmrankkd.SyntheticCIFAR100 \
+        test_dataloader.dataset.data_root=data/synthetic_cifar100
+
+:func:`disable_cifar100_md5_check` (a context manager) turns the checks off
+for the real ``CIFAR100`` class instead, in-process (tests).
 """
 import contextlib
 import os
@@ -90,3 +104,40 @@ def disable_cifar100_md5_check():
         yield
     finally:
         CIFAR100.train_list, CIFAR100.test_list, CIFAR100.meta = saved
+
+
+def _synthetic_cifar100_class():
+    from mmpretrain.datasets import CIFAR100
+
+    from mmrankkd.registry import DATASETS
+
+    @DATASETS.register_module(name='SyntheticCIFAR100')
+    class SyntheticCIFAR100(CIFAR100):
+        """mmpretrain's ``CIFAR100`` reader for the files that
+        :func:`make_synthetic_cifar100` writes: no md5 checks (synthetic
+        files cannot match the real ones) and no download. Same arguments
+        as ``CIFAR100`` (``download`` is ignored).
+        """
+        train_list = [[name, None] for name, _ in CIFAR100.train_list]
+        test_list = [[name, None] for name, _ in CIFAR100.test_list]
+        meta = dict(CIFAR100.meta, md5=None)
+
+        def __init__(self, *args, **kwargs):
+            kwargs['download'] = False
+            super().__init__(*args, **kwargs)
+
+        def load_data_list(self):
+            if not self._check_integrity():
+                folder = osp.join(self.data_prefix['root'], self.base_folder)
+                raise FileNotFoundError(
+                    f'SyntheticCIFAR100: no {self.train_list[0][0]!r} / '
+                    f'{self.test_list[0][0]!r} under {folder}. Fix: write '
+                    'them with mmrankkd.datasets.make_synthetic_cifar100('
+                    f'{self.data_prefix["root"]!r}), or point data_root at '
+                    'the folder that holds cifar-100-python/.')
+            return super().load_data_list()
+
+    return SyntheticCIFAR100
+
+
+SyntheticCIFAR100 = _synthetic_cifar100_class()

@@ -4,7 +4,12 @@
 # AdamW (fast convergence from scratch) and a few hundred iterations.
 # `tools/quickstart.py` writes the data with
 # `mmrankkd.datasets.make_synthetic_cityscapes(data_root, height=128,
-# width=256)`; set `data_root` (or `--cfg-options`) to use it elsewhere.
+# width=256)`. To read it from elsewhere, edit `data_root` here or, on the
+# command line, set each loader's root (`--cfg-options data_root=...` alone
+# changes nothing: the loaders below already hold the path):
+#   --cfg-options train_dataloader.dataset.data_root=DIR \
+#       val_dataloader.dataset.data_root=DIR \
+#       test_dataloader.dataset.data_root=DIR
 _base_ = 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py'
 
 data_root = 'work_dirs/quickstart/data/synthetic_cityscapes'

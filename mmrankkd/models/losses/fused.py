@@ -110,8 +110,61 @@ def softmax_kl(student: Tensor,
                   forward_weight, reverse_weight, mask)
 
 
+#: On CPU, :func:`softmax_kl` walks the logits in blocks of dim-0 slices of
+#: about this many bytes (at least one slice per block; 2 MiB).
+CPU_BLOCK_BYTES = 2 << 20
+
+
+def _block_rows(student: Tensor, dim: int) -> Optional[int]:
+    """Dim-0 slices per block of :func:`softmax_kl` on CPU, or None for one
+    pass over the whole tensor (GPU, small input, or softmax along dim 0).
+
+    Why: every full-size temporary is a fresh multi-MB allocation, which
+    glibc's malloc may serve from newly mapped pages (it returns large freed
+    blocks to the OS): a page fault per 4 KiB touched, several ms per call
+    at 8x19x64x128, depending on the heap's state (so it differs between
+    processes and runs). Per-block temporaries of ~2 MiB are reused from
+    block to block; only the gradient is allocated at full size.
+    """
+    if student.device.type != 'cpu' or dim % student.dim() == 0:
+        return None
+    per_slice = max(1, student[0].numel() * student.element_size())
+    rows = max(1, CPU_BLOCK_BYTES // per_slice)
+    return None if rows >= student.size(0) else rows
+
+
+def _slice_rows(x, rows: slice):
+    """Rows ``rows`` of a tensor broadcastable to the logits (as is where
+    its dim 0 has size 1, or for None/float)."""
+    if isinstance(x, Tensor) and x.dim() > 0 and x.size(0) != 1:
+        return x[rows]
+    return x
+
+
 def _softmax_kl(student, need_grad, teacher, temperature, dim, weights,
                 forward_weight, reverse_weight, mask):
+    rows = _block_rows(student, dim)
+    if rows is None:
+        return _softmax_kl_block(student, need_grad, teacher, temperature,
+                                 dim, weights, forward_weight,
+                                 reverse_weight, mask)
+    grad = torch.empty_like(student) if need_grad else None
+    value = 0.
+    for start in range(0, student.size(0), rows):
+        block = slice(start, start + rows)
+        part, _ = _softmax_kl_block(
+            student[block], need_grad, teacher[block], temperature, dim,
+            _slice_rows(weights, block), forward_weight, reverse_weight,
+            _slice_rows(mask, block), None if grad is None else grad[block])
+        value = value + part
+    return value, grad
+
+
+def _softmax_kl_block(student, need_grad, teacher, temperature, dim,
+                      weights, forward_weight, reverse_weight, mask,
+                      out=None):
+    """:func:`softmax_kl`'s (value, gradient) in one pass; with ``out``,
+    the gradient is written there."""
     per_row = isinstance(weights, Tensor)
     t2 = temperature**2
     scale = 1.0 / temperature
@@ -141,8 +194,14 @@ def _softmax_kl(student, need_grad, teacher, temperature, dim, weights,
                     (1.0 if per_row else weights))
             if per_row:
                 pt.mul_(weights)
-            grad = torch.ops.aten._log_softmax_backward_data(
-                pt, log_ps, dim, log_ps.dtype)
+            if out is not None and out.is_contiguous():
+                grad = torch.ops.aten._log_softmax_backward_data.out(
+                    pt, log_ps, dim, log_ps.dtype, out=out)
+            else:  # (the CPU .out kernel mis-writes a strided out)
+                grad = torch.ops.aten._log_softmax_backward_data(
+                    pt, log_ps, dim, log_ps.dtype)
+                if out is not None:
+                    grad = out.copy_(grad)
         return value, grad
     ps = log_ps.exp_() if (need_grad or reverse_weight) else None
     if forward_weight:
@@ -168,6 +227,8 @@ def _softmax_kl(student, need_grad, teacher, temperature, dim, weights,
             grad = term if grad is None else grad.add_(term)
     if grad is not None and per_row:
         grad.mul_(weights)
+    if grad is not None and out is not None:
+        grad = out.copy_(grad)
     return value, grad
 
 
