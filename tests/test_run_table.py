@@ -16,6 +16,7 @@ nothing.
 import importlib.util
 import json
 import math
+import re
 import statistics
 import struct
 from pathlib import Path
@@ -334,12 +335,19 @@ def test_table_end_to_end(tmp_path):
              ['train_cfg.max_epochs=1'] + options[-3:])
     assert (pre / 'last_checkpoint').read_text().endswith('epoch_1.pth')
 
+    # Two runs at a time (--gpus 2: CUDA_VISIBLE_DEVICES 0 and 1, ignored
+    # on this CPU machine).
     cmd = [PY, 'tools/run_table.py', KD, DKD, '--seeds', '2',
            '--work-dir', str(wd), '--train-script', str(wrapper),
-           '--cfg-options'] + options
+           '--gpus', '2', '--cfg-options'] + options
     proc = run_tool(cmd)
     assert f'{Path(KD).stem} seed 1: interrupted' in proc.stdout
     assert proc.stdout.count(' done in ') == 4
+    starts = [line for line in proc.stdout.splitlines()
+              if 'train_synthetic.py' in line]
+    assert len(starts) == 4
+    assert {re.search(r'CUDA_VISIBLE_DEVICES=(\S+) ', line).group(1)
+            for line in starts} == {'0', '1'}
 
     # The interrupted run resumed: its second log starts at epoch 2.
     logs = sorted(pre.glob('*/*.log'))
