@@ -196,7 +196,9 @@ def test_mean_std():
 
 
 # ------------------------------------------------------------ plan
-def test_dry_run_skips_finished_and_resumes_interrupted(tmp_path, capsys):
+def test_dry_run_skips_finished_and_resumes_interrupted(tmp_path, capsys,
+                                                        monkeypatch):
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
     wd = tmp_path / 'w'
     runs = wd / Path(KD).stem
     _scalars(runs / 'seed0', '20260101_000000', {1: 1.0, 2: 2.0})
@@ -239,7 +241,9 @@ def test_dry_run_skips_finished_and_resumes_interrupted(tmp_path, capsys):
         cmds[1]
 
 
-def test_cityscapes_runs_take_their_recipes_gpus(tmp_path, capsys):
+def test_cityscapes_runs_take_their_recipes_gpus(tmp_path, capsys,
+                                                 monkeypatch):
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
     args = [CWD_CITY, '--seeds', '1', '--work-dir', str(tmp_path),
             '--dry-run']
     assert tool.main(args) == 1
@@ -314,7 +318,8 @@ def _synthetic_cifar(root):
 
 @pytest.mark.slow
 @pytest.mark.matrix
-def test_table_end_to_end(tmp_path):
+def test_table_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
     from test_fetch_teachers import make_archive
     root = _synthetic_cifar(str(tmp_path / 'cifar'))
     archive = make_archive(tmp_path / 'cifar_teachers.tar', ['resnet56'])
@@ -434,3 +439,14 @@ def test_resume_through_tools_train(tmp_path, capsys):
     cells = [c.strip() for c in row.strip('|').split('|')]
     assert cells[4:6] == [f'{res["best"]:.2f}', f'{res["last"]:.2f}']
     assert cells[6] == f'{res["best"] - 71.97:+.2f}' and cells[7] == '1/1'
+
+
+def test_device_slots_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,6,7,9')
+    assert tool.device_slots(2, 1) == [['4'], ['6']]
+    assert tool.device_slots(4, 2) == [['4', '6'], ['7', '9']]
+    with pytest.raises(ValueError, match='Fix: --gpus 4'):
+        tool.device_slots(5, 1)
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
+    assert tool.device_slots(8, 4) == [['0', '1', '2', '3'],
+                                       ['4', '5', '6', '7']]
