@@ -450,3 +450,12 @@ def test_device_slots_follow_cuda_visible_devices(monkeypatch):
     monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
     assert tool.device_slots(8, 4) == [['0', '1', '2', '3'],
                                        ['4', '5', '6', '7']]
+
+
+def test_too_few_visible_devices_is_an_error_not_a_traceback(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2')
+    assert tool.main([KD, '--work-dir', str(tmp_path), '--gpus', '2',
+                      '--dry-run']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: --gpus 2, but CUDA_VISIBLE_DEVICES=2')

@@ -48,10 +48,6 @@ GEN = osp.join(REPO, 'tools', 'gen_cifar100_configs.py')
 METRIC_LABELS = {'accuracy/top1': 'top-1', 'mIoU': 'mIoU'}
 
 
-class PreflightError(RuntimeError):
-    """Data or teacher checkpoints are missing."""
-
-
 def _results_table():
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
@@ -406,6 +402,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return _main(args)
+    except ValueError as e:  # bad --gpus / config; names the fix
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+
+
+def _main(args) -> int:
     for config in args.configs:
         if not osp.isfile(config):
             print(f'error: config "{config}" does not exist.',
