@@ -127,10 +127,17 @@ def test_config_loads_with_recipe_and_settings(item):
         weak, strong = pipeline[0].transforms
         assert pipeline[0].num_views == [1, 1]
         assert strong == weak + [dict(type='mmrankkd.MLKDRandAugment')]
-        pipeline = weak + pipeline[1:]
-    assert [t['type'] for t in pipeline] == [
-        'RandomCrop', 'RandomFlip', 'PackInputs']
-    assert pipeline[0].padding == 4
+        assert [t['type'] for t in pipeline[:1] + weak] == [
+            'MultiView', 'RandomCrop', 'RandomFlip']
+        assert weak[0].padding == 4
+    else:
+        # CRD's crop + flip, recording each sample's view (teacher store);
+        # the same draws and pixels as RandomCrop / RandomFlip.
+        assert [t['type'] for t in pipeline] == [
+            'mmrankkd.ViewRandomCrop', 'mmrankkd.ViewRandomFlip',
+            'PackInputs']
+        assert pipeline[0].padding == 4
+        assert {'sample_idx', 'teacher_view'} <= set(pipeline[2].meta_keys)
     assert cfg.get('data_preprocessor') is None  # the student's (CRD)
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.momentum, opt.weight_decay) == (

@@ -23,10 +23,18 @@ _base_ = ['mmpretrain::_base_/default_runtime.py']
 dataset_type = 'CIFAR100'
 data_root = 'data/cifar100'
 
+# mmrankkd's ViewRandomCrop / ViewRandomFlip are mmpretrain's RandomCrop and
+# mmcv's RandomFlip (the same random draws, the same pixels) that also record
+# which of the 81 x 2 views they made (`teacher_view`), so a teacher-logit
+# store (tools/build_teacher_store.py, model.teacher_store=DIR) serves every
+# config of a teacher without a pipeline override.
 train_pipeline = [
-    dict(type='RandomCrop', crop_size=32, padding=4),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
+    dict(type='mmrankkd.ViewRandomCrop', crop_size=32, padding=4),
+    dict(type='mmrankkd.ViewRandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs',
+         meta_keys=('sample_idx', 'img_path', 'ori_shape', 'img_shape',
+                    'scale_factor', 'flip', 'flip_direction',
+                    'teacher_view')),
 ]
 test_pipeline = [dict(type='PackInputs')]
 
