@@ -220,3 +220,19 @@ def test_two_gloo_ranks_resume_equals_one_run(cityscapes_root, tmp_path):
     two = _resumed_copy(one, tmp_path / 'two')
     _torchrun(two, cityscapes_root, 29542, resume=True)
     assert _max_diff(one / 'iter_4.pth', two / 'iter_4.pth') == 0.0
+
+
+def test_other_world_size_warns_and_does_not_restore(cifar, tmp_path):
+    """A checkpoint of 2 ranks resumed by 1 process: the states are not
+    restored (not rank 0's either) and the warning names both sizes."""
+    one = tmp_path / 'one'
+    _cls_train(cifar, 'epoch', 0, one)
+    ckpt = torch.load(one / 'epoch_1.pth', weights_only=False)
+    saved = ckpt['rng_states']
+    assert saved['world_size'] == 1 and len(saved['ranks']) == 1
+    saved.update(world_size=2, ranks=saved['ranks'] * 2)
+    two = _resumed_copy(one, tmp_path / 'two', ckpt, name='epoch_1.pth')
+    _cls_train(cifar, 'epoch', 0, two, resume=True)
+    log = '\n'.join(p.read_text() for p in two.glob('*/*.log'))
+    assert 'was saved by 2 ranks, this run has 1' in log
+    assert 'Random generator states restored' not in log

@@ -44,6 +44,7 @@ epochs, resumed workers start from their seed), and checkpoints written by
 the earlier version of this hook (no dataloader seeds). Random draws made
 by other hooks between the checkpoint and the next batch are not replayed.
 """
+import logging
 import random
 from functools import partial
 from typing import Optional
@@ -204,7 +205,7 @@ def _checkpoint_due(runner, by_epoch: bool) -> bool:
 
 
 def _warn(message: str) -> None:
-    print_log(message, logger='current', level='WARNING')
+    print_log(message, logger='current', level=logging.WARNING)
 
 
 
