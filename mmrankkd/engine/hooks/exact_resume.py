@@ -7,22 +7,55 @@ dropout after a resume differ from an uninterrupted run; and a checkpoint
 saved without optimizer state silently restarts the optimizer and the
 learning-rate schedule.
 
-:class:`ExactResumeHook` saves the states of Python's ``random``, numpy's
-and torch's (CPU and CUDA) generators in every checkpoint and restores them
-on resume at the point the uninterrupted run had reached: for iteration
-based loops after MMEngine has skipped the batches already trained on (the
-skip itself runs the data pipeline, which draws random numbers), for epoch
-based loops before the next epoch starts. It refuses to resume from a
-checkpoint without optimizer or scheduler state.
+:class:`ExactResumeHook` makes N iterations (or epochs) in one run and N/2
+plus ``--resume`` give bit-identical weights (same machine, same world
+size, deterministic kernels; tested on CPU with validation in between,
+``randomness.seed=None`` with 0 and 2 workers, and 2 gloo ranks). It:
+
+- saves every rank's states of Python's ``random``, numpy's and torch's
+  (CPU and CUDA) generators in each checkpoint (with several ranks they are
+  gathered right before ``CheckpointHook`` saves, since rank 0 alone
+  writes the file), and on resume each rank restores its own, at the point
+  the uninterrupted run had reached: for iteration based loops after
+  MMEngine has skipped the batches already trained on (the skip itself
+  runs the data pipeline, which draws random numbers), for epoch based
+  loops before the next epoch starts;
+- keeps validation out of the training stream: the states are saved before
+  validation and restored after it (any val loop, run at iteration or
+  epoch boundaries), so the val DataLoader iterator's seed draw and any
+  random transform in validation do not shift training, and a checkpoint
+  written during validation (``save_best``) holds the training stream's
+  states;
+- saves the sampler seed and the ``worker_init_fn`` seed of the train and
+  val dataloaders. With ``randomness.seed=None`` the resumed process builds
+  its dataloaders from a fresh seed before the checkpoint is loaded; the
+  hook puts the checkpoint's seeds back (and restarts the train iterator,
+  whose sampler and workers may already be running) before the first
+  batch is drawn;
+- refuses to resume from a checkpoint without optimizer or scheduler state.
+
+Not exact, with a warning saying what differs: resuming with another world
+size than the checkpoint's (generator states are then not restored; the
+data is sharded differently anyway), a multi-rank checkpoint saved outside
+``CheckpointHook``'s schedule (it holds rank 0's states only; not
+restored), an epoch based loop with ``persistent_workers=True`` and
+``num_workers > 0`` (uninterrupted workers carry their generators across
+epochs, resumed workers start from their seed), and checkpoints written by
+the earlier version of this hook (no dataloader seeds). Random draws made
+by other hooks between the checkpoint and the next batch are not replayed.
 """
+import logging
 import random
+from functools import partial
 from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
+from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.runner import IterBasedTrainLoop
+from mmengine.runner import BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop
+from mmengine.runner.loops import _InfiniteDataloaderIterator
 
 from mmrankkd.registry import HOOKS
 
@@ -54,6 +87,80 @@ def _as_tuple(state):
     return state
 
 
+def _built_loop(runner, name: str) -> Optional[BaseLoop]:
+    """``runner.<name>_loop`` if it has been built (the public property
+    would build it from its config)."""
+    loop = getattr(runner, f'_{name}_loop', None)
+    return loop if isinstance(loop, BaseLoop) else None
+
+
+def _sampler(loader):
+    """The index sampler (inside the batch sampler when there is one)."""
+    return getattr(loader.batch_sampler, 'sampler', None) or loader.sampler
+
+
+def _loader_seeds(loader) -> dict:
+    """The seeds MMEngine built ``loader`` with: the sampler's (shuffle
+    order) and ``worker_init_fn``'s (random state of worker processes)."""
+    seeds = {}
+    seed = getattr(_sampler(loader), 'seed', None)
+    if isinstance(seed, int):
+        seeds['sampler'] = seed
+    fn = loader.worker_init_fn
+    if isinstance(fn, partial) and 'seed' in fn.keywords:
+        seeds['worker'] = fn.keywords['seed']
+    return seeds
+
+
+def _data_seeds(runner) -> dict:
+    """:func:`_loader_seeds` of the train and val dataloaders."""
+    out = {}
+    for name in ('train', 'val'):
+        loop = _built_loop(runner, name)
+        if loop is not None and hasattr(loop, 'dataloader'):
+            out[name] = _loader_seeds(loop.dataloader)
+    return out
+
+
+def _set_loader_seeds(loader, seeds: dict) -> bool:
+    """Put ``seeds`` (from :func:`_loader_seeds`) into ``loader``; whether
+    anything changed."""
+    now = _loader_seeds(loader)
+    changed = False
+    if 'sampler' in seeds and 'sampler' in now and \
+            seeds['sampler'] != now['sampler']:
+        sampler = _sampler(loader)
+        sampler.seed = seeds['sampler']
+        if hasattr(sampler, '_indices_of_rank'):
+            # InfiniteSampler: its index generator is made once, at build.
+            sampler.indices = sampler._indices_of_rank()
+        changed = True
+    if 'worker' in seeds and 'worker' in now and \
+            seeds['worker'] != now['worker']:
+        fn = loader.worker_init_fn
+        loader.worker_init_fn = partial(
+            fn.func, *fn.args, **dict(fn.keywords, seed=seeds['worker']))
+        changed = True
+    return changed
+
+
+def _shutdown_workers(iterator) -> None:
+    if hasattr(iterator, '_shutdown_workers'):
+        iterator._shutdown_workers()
+
+
+def _restart_iterator(loop: IterBasedTrainLoop) -> None:
+    """Give ``loop`` a fresh data iterator: the one built with the loop
+    has already drawn indices and started workers with the old seeds."""
+    old = loop.dataloader_iterator
+    _shutdown_workers(getattr(old, '_iterator', None))
+    loader = loop.dataloader
+    if getattr(loader, '_iterator', None) is not None:  # persistent workers
+        _shutdown_workers(loader._iterator)
+        loader._iterator = None
+    loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)
+
+
 class _RestoreAfterSkip:
     """Wraps a train-loop data iterator: after ``skip`` batches have been
     drawn (MMEngine's resume skip), restores ``states`` right before the
@@ -79,9 +186,41 @@ class _RestoreAfterSkip:
         return getattr(self._iterator, name)
 
 
+def _checkpoint_due(runner, by_epoch: bool) -> bool:
+    """Whether a ``CheckpointHook`` saves in this ``after_train_iter``
+    (``by_epoch=False``) or ``after_train_epoch`` (True): its own test."""
+    for hook in runner.hooks:
+        if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
+            continue
+        if by_epoch and (
+                hook.every_n_epochs(runner, hook.interval, hook.save_begin)
+                or hook.save_last and hook.is_last_train_epoch(runner)):
+            return True
+        if not by_epoch and (
+                hook.every_n_train_iters(runner, hook.interval,
+                                         hook.save_begin)
+                or hook.save_last and hook.is_last_train_iter(runner)):
+            return True
+    return False
+
+
+def _warn(message: str) -> None:
+    print_log(message, logger='current', level=logging.WARNING)
+
+
+
 @HOOKS.register_module()
 class ExactResumeHook(Hook):
-    """Save and restore random generator states; refuse incomplete resumes.
+    """Save and restore every rank's random generator states and the
+    dataloader seeds, keep validation out of the training stream, refuse
+    incomplete resumes.
+
+    See the module docstring for what is exact and what is warned about.
+    The priority (``LOW``) puts this hook before MMEngine's
+    ``CheckpointHook`` (``VERY_LOW``): with several ranks it gathers their
+    states in ``after_train_iter`` / ``after_train_epoch`` right before the
+    checkpoint hook saves (``Runner.save_checkpoint``, and so
+    ``before_save_checkpoint``, runs on rank 0 only).
 
     Config::
 
@@ -94,15 +233,63 @@ class ExactResumeHook(Hook):
             Defaults to True.
     """
 
-    priority = 'VERY_LOW'
+    priority = 'LOW'
 
     def __init__(self, require_optimizer: bool = True):
         self.require_optimizer = require_optimizer
         self._pending: Optional[dict] = None
+        # The training stream's states while validation runs, and (several
+        # ranks) every rank's states at that point / at the last
+        # scheduled checkpoint: (runner.iter, [state per rank]).
+        self._before_val: Optional[dict] = None
+        self._val_ranks: Optional[list] = None
+        self._gathered: Optional[tuple] = None
+
+    @staticmethod
+    def _gather(runner, states: dict) -> list:
+        """Every rank's ``states`` and dataloader seeds (a collective)."""
+        return all_gather_object(dict(states, data_seeds=_data_seeds(runner)))
+
+    # ---------------------------------------------------------------- save
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        if get_world_size() > 1 and _checkpoint_due(runner, by_epoch=False):
+            self._gathered = (runner.iter,
+                              self._gather(runner, get_rng_states()))
+
+    def after_train_epoch(self, runner) -> None:
+        if get_world_size() > 1 and _checkpoint_due(runner, by_epoch=True):
+            self._gathered = (runner.iter,
+                              self._gather(runner, get_rng_states()))
+
+    def before_val(self, runner) -> None:
+        # Validation leaves the training stream untouched: the DataLoader
+        # iterator's base-seed draw and random transforms happen in between.
+        self._before_val = get_rng_states()
+        if get_world_size() > 1:
+            self._val_ranks = self._gather(runner, self._before_val)
+
+    def after_val(self, runner) -> None:
+        if self._before_val is not None:
+            set_rng_states(self._before_val)
+        self._before_val = self._val_ranks = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[RNG_KEY] = get_rng_states()
+        # Inside validation (save_best) the training stream is the one
+        # saved before validation started.
+        states = self._before_val or get_rng_states()
+        world_size = get_world_size()
+        ranks = [dict(states, data_seeds=_data_seeds(runner))]
+        if world_size > 1 and self._before_val is not None:
+            ranks = self._val_ranks
+        elif world_size > 1 and self._gathered is not None and \
+                self._gathered[0] == runner.iter:
+            ranks = self._gathered[1]
+        # else (a save outside CheckpointHook's schedule): rank 0's only,
+        # and resuming from it warns.
+        checkpoint[RNG_KEY] = dict(world_size=world_size, ranks=ranks)
 
+    # -------------------------------------------------------------- resume
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not runner.cfg.get('resume', False):
             return  # load_from: weights only, a fresh run
@@ -120,20 +307,72 @@ class ExactResumeHook(Hook):
                 'instead of --resume.')
         self._pending = checkpoint.get(RNG_KEY)
         if self._pending is None:
-            print_log(
-                'The checkpoint holds no random generator states (saved '
-                'without ExactResumeHook): data augmentation after resume '
-                'will differ from an uninterrupted run.', logger='current')
+            _warn('The checkpoint holds no random generator states (saved '
+                  'without ExactResumeHook): data augmentation and dropout '
+                  'after resume will differ from an uninterrupted run.')
 
     def before_train(self, runner) -> None:
         if self._pending is None:
             return
+        saved, self._pending = self._pending, None
+        if 'ranks' not in saved:  # the earlier format: rank 0's states
+            _warn('The checkpoint was saved by an earlier ExactResumeHook: '
+                  'it has no sampler/worker seeds, so with '
+                  'randomness.seed=None the resumed run differs from an '
+                  'uninterrupted one.')
+            saved = dict(world_size=1, ranks=[dict(saved, data_seeds={})])
+        rank, world_size = get_rank(), get_world_size()
+        ranks = saved['ranks']
+        exact = saved['world_size'] == world_size == len(ranks)
+        mine = ranks[rank] if exact else ranks[0]
         loop = runner.train_loop
+        self._restore_data_seeds(runner, loop, mine['data_seeds'], exact)
+        if not exact:
+            if saved['world_size'] != world_size:
+                what = (f'was saved by {saved["world_size"]} ranks, this '
+                        f'run has {world_size}')
+            else:
+                what = ("holds rank 0's states only (saved outside "
+                        "CheckpointHook's schedule)")
+            _warn(f'The checkpoint {what}: random generator states are '
+                  'not restored (each rank keeps MMEngine\'s re-seeding), '
+                  'so augmentation and dropout after resume differ from an '
+                  'uninterrupted run (with another world size the data is '
+                  'sharded differently as well).')
+            return
         if isinstance(loop, IterBasedTrainLoop) and loop.iter > 0:
             loop.dataloader_iterator = _RestoreAfterSkip(
-                loop.dataloader_iterator, loop.iter, self._pending)
+                loop.dataloader_iterator, loop.iter, mine)
         else:
-            set_rng_states(self._pending)
-        self._pending = None
+            set_rng_states(mine)
         print_log('Random generator states restored from the checkpoint.',
                   logger='current')
+
+    def _restore_data_seeds(self, runner, loop, seeds: dict,
+                            own_rank: bool) -> None:
+        """Build-time seeds of the dataloaders back to the checkpoint's
+        (they differ when ``randomness.seed`` is None). Without this rank's
+        own entry only the sampler seed (the same on every rank) is
+        restored."""
+        for name, loader_seeds in seeds.items():
+            this = _built_loop(runner, name)
+            if this is None or not hasattr(this, 'dataloader'):
+                continue
+            if not own_rank:  # worker seeds depend on the rank
+                loader_seeds = {k: v for k, v in loader_seeds.items()
+                                if k == 'sampler'}
+            if not _set_loader_seeds(this.dataloader, loader_seeds):
+                continue
+            if name == 'train' and isinstance(loop, IterBasedTrainLoop):
+                _restart_iterator(loop)
+            print_log(f'{name} dataloader seeds restored from the '
+                      f'checkpoint: {loader_seeds}.', logger='current')
+        loader = loop.dataloader
+        if isinstance(loop, EpochBasedTrainLoop) and \
+                loader.persistent_workers and loader.num_workers > 0:
+            _warn('persistent_workers=True with num_workers>0 in an epoch '
+                  'based loop: an uninterrupted run\'s worker processes '
+                  'carry their random generators across epochs, resumed '
+                  'workers start from their seed, so augmentation after '
+                  'resume differs. Fix: persistent_workers=False for an '
+                  'exact resume.')
