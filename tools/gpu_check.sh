@@ -22,6 +22,12 @@
 #      (tools/train.py and configs/quickstart/; without --amp on CPU).
 #      Skipped, saying so, when mmcv with its compiled ops or mmseg does
 #      not import (mmcv cannot come as a pure-Python wheel).
+#   5. mixed precision: a tiny mmpretrain distiller's training step under
+#      torch.autocast fp16 and bf16 on the device; the losses must get
+#      float32 logits, the teacher's equal to its float32 forward.
+#   6. tools/benchmark_store.py on the device: student step, distill step
+#      with the live teacher and with a teacher-logit store, for the three
+#      CIFAR-100 pairs (steps 5 and 6 need mmpretrain and mmcv).
 #
 # Filling ./.whl on a machine with network, for the GPU machine's Python
 # (here 3.12; the first line keeps the folder out of git):
@@ -179,6 +185,80 @@ m('$DATA', num_train=40, num_val=8, height=128, width=256, seed=0)" \
     else
         report "4. quick-start distillation" FAILED "see $WORK/quickstart.log"
         tail -20 "$WORK/quickstart.log"
+    fi
+fi
+
+# ------------------------------------- 5. float32 logits under autocast
+if ! "$PY" -c 'import mmcv, mmpretrain' 2>"$WORK/mmpretrain.err"; then
+    report "5. autocast float32 logits" SKIPPED \
+        "mmcv/mmpretrain do not import: $(tail -1 "$WORK/mmpretrain.err")"
+    report "6. teacher store ratios" SKIPPED "mmcv/mmpretrain do not import"
+else
+    if DEVICE="$DEVICE" WORK="$WORK" "$PY" - > "$WORK/amp.log" 2>&1 <<'PYEOF'
+import os
+
+import torch
+import torch.nn as nn
+
+import mmrankkd  # noqa: F401
+from mmrankkd.models.distillers import LogitDistiller, build_model_from_source
+
+device = os.environ['DEVICE']
+
+
+def tiny(width):
+    return dict(_scope_='mmpretrain', type='ImageClassifier',
+                data_preprocessor=dict(type='ClsDataPreprocessor',
+                                       num_classes=100),
+                backbone=dict(type='ResNet_CIFAR', depth=18,
+                              base_channels=width, out_indices=(3, )),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(type='LinearClsHead', num_classes=100,
+                          in_channels=8 * width))
+
+
+class Recorder(nn.Module):
+    def forward(self, student, teacher):
+        self.seen = (student.dtype, teacher.detach().clone())
+        return student.float().sum() * 0
+
+
+ckpt = os.path.join(os.environ['WORK'], 'amp_teacher.pth')
+torch.save({'state_dict': build_model_from_source(
+    tiny(16), 'teacher').state_dict()}, ckpt)
+model = LogitDistiller(student=tiny(8), teacher=tiny(16), teacher_ckpt=ckpt,
+                       distill_losses=dict(loss_rec=Recorder())).to(device)
+from mmpretrain.structures import DataSample  # noqa: E402
+data = model.data_preprocessor(dict(
+    inputs=[torch.randint(0, 255, (3, 32, 32)).float() for _ in range(8)],
+    data_samples=[DataSample().set_gt_label(i) for i in range(8)]), True)
+model.eval()
+with torch.no_grad():
+    expected = model.teacher_logits(data['inputs'], data['data_samples'])
+dtypes = [torch.bfloat16] + ([torch.float16] if device == 'cuda' else [])
+for dtype in dtypes:
+    with torch.autocast(device, dtype=dtype):
+        model.loss(data['inputs'], data['data_samples'])
+    s_dtype, teacher = model.distill_losses['loss_rec'].seen
+    assert s_dtype == torch.float32 and teacher.dtype == torch.float32
+    assert torch.equal(teacher, expected), (teacher - expected).abs().max()
+    print(f'{dtype}: float32 student and teacher logits, teacher exact')
+PYEOF
+    then
+        report "5. autocast float32 logits" ok "$(tr '\n' ';' < "$WORK/amp.log")"
+    else
+        report "5. autocast float32 logits" FAILED "see $WORK/amp.log"
+        tail -20 "$WORK/amp.log"
+    fi
+    STORE_ARGS=(--device "$DEVICE" --repeats 5)
+    [ "$DEVICE" = cpu ] && STORE_ARGS=(--device cpu --repeats 1 --skip build table)
+    if "$PY" tools/benchmark_store.py "${STORE_ARGS[@]}" \
+            > "$WORK/store.log" 2>&1; then
+        report "6. teacher store ratios" ok "$WORK/store.log"
+        cat "$WORK/store.log"
+    else
+        report "6. teacher store ratios" FAILED "see $WORK/store.log"
+        tail -20 "$WORK/store.log"
     fi
 fi
 
