@@ -132,3 +132,12 @@ def test_other_distillation_heads_still_refused(ckpt):
         LogitDistiller(student=levit, teacher=tiny_cls(8), teacher_ckpt=ckpt,
                        distill_losses=dict(loss_kd=dict(
                            type='mmrankkd.KDLoss')))
+
+
+def test_deit_student_without_task_loss_is_refused(ckpt):
+    """Nothing would train the class-token head its predictions average."""
+    with pytest.raises(ValueError, match='class-token head'):
+        LogitDistiller(student=tiny_deit(), teacher=tiny_cls(8),
+                       teacher_ckpt=ckpt, student_task_loss=False,
+                       distill_losses=dict(loss_deit=dict(
+                           type='mmrankkd.DeiTDistillationLoss')))

@@ -150,3 +150,12 @@ def test_strong_view_ops_and_cutout():
     with pytest.raises(ValueError, match='uint8 RGB'):
         TRANSFORMS.build(dict(type='mmrankkd.MLKDRandAugment'))(
             dict(img=np.zeros((32, 32), np.float32)))
+
+
+def test_teacher_store_with_two_view_losses_is_refused(ckpt, tmp_path):
+    """Both views of a MultiView sample share its store keys: the strong
+    view would get the weak view's logits."""
+    with pytest.raises(ValueError, match='teacher_store with a two-view'):
+        LogitDistiller(student=tiny_cls(4), teacher=tiny_cls(8),
+                       teacher_ckpt=ckpt, distill_losses=MLKD,
+                       teacher_store=str(tmp_path))

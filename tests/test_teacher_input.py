@@ -180,7 +180,8 @@ def test_mmengine_img_preprocessor_channel_order_is_read(bgr_to_rgb,
 
     from mmrankkd.models.distillers.teacher_input import _pre_settings
     norm = dict(mean=[1., 2., 3.], std=[2., 4., 8.]) if normalise else {}
-    pre = ImgDataPreprocessor(bgr_to_rgb=bgr_to_rgb, **norm)
+    pre = ImgDataPreprocessor(bgr_to_rgb=bgr_to_rgb, pad_size_divisor=32,
+                              **norm)
     settings = _pre_settings(pre)
     assert settings['flip'] is bgr_to_rgb
     if normalise:

@@ -136,3 +136,33 @@ def test_without_the_hook_a_runner_warns(tmp_path, cityscapes_root,
     runner.train()  # the NaN of the last call is never read
     assert any("mmrankkd.ValueCheckHook" in m and 'Fix' in m
                for m in logged)
+
+
+def test_flush_on_every_rank_when_a_checkpoint_is_due():
+    """MMEngine writes checkpoints (and calls before_save_checkpoint) on
+    rank 0 only: the hook reads every rank's pending checks right after
+    the iteration a checkpoint ends, where all ranks still are."""
+    from types import SimpleNamespace
+
+    import torch.nn as nn
+    from mmengine.hooks import CheckpointHook
+
+    from mmrankkd.engine import ValueCheckHook
+
+    class Loss(nn.Module):
+        flushed = 0
+
+        def flush(self):
+            self.flushed += 1
+
+    loss = Loss()
+    model = SimpleNamespace(distill_losses=nn.ModuleDict(dict(loss_x=loss)))
+    runner = SimpleNamespace(
+        model=model, iter=0, max_iters=10,
+        hooks=[CheckpointHook(interval=4, by_epoch=False)])
+    hook = ValueCheckHook()
+    for it in range(10):
+        runner.iter = it
+        hook.after_train_iter(runner, it)
+    # Iterations 4 and 8 (interval) and 10 (save_last).
+    assert loss.flushed == 3

@@ -55,6 +55,15 @@ CASES = {
                             weighting='fixed', temperature=2.0),
     'CMKD(small budget)': dict(type='mmrankkd.CorrelationMatchingLoss',
                                block_bytes=2**20),
+    'KD+LS': dict(type='mmrankkd.KDLoss', temperature=2.0,
+                  logit_standardization=True),
+    'DKD+LS': dict(type='mmrankkd.DKDLoss', temperature=2.0,
+                   logit_standardization=True),
+    'WTTM': dict(type='mmrankkd.WTTMLoss', gamma=0.1),
+    'TTM': dict(type='mmrankkd.TTMLoss', gamma=0.1),
+    'CTKD': dict(type='mmrankkd.CTKDLoss', grl_lambda=-1.0),
+    'DeiT(hard)': dict(type='mmrankkd.DeiTDistillationLoss'),
+    'DeiT(soft)': dict(type='mmrankkd.DeiTDistillationLoss', mode='soft'),
 }
 DENSE_ONLY = ('CWD', 'BDD(channel)')
 SHAPES = [(64, 100), (16, 1000), (2, 19, 32, 64)]

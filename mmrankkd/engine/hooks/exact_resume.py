@@ -186,7 +186,7 @@ class _RestoreAfterSkip:
         return getattr(self._iterator, name)
 
 
-def _checkpoint_due(runner, by_epoch: bool) -> bool:
+def checkpoint_due(runner, by_epoch: bool) -> bool:
     """Whether a ``CheckpointHook`` saves in this ``after_train_iter``
     (``by_epoch=False``) or ``after_train_epoch`` (True): its own test."""
     for hook in runner.hooks:
@@ -206,7 +206,6 @@ def _checkpoint_due(runner, by_epoch: bool) -> bool:
 
 def _warn(message: str) -> None:
     print_log(message, logger='current', level=logging.WARNING)
-
 
 
 @HOOKS.register_module()
@@ -253,12 +252,12 @@ class ExactResumeHook(Hook):
     # ---------------------------------------------------------------- save
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        if get_world_size() > 1 and _checkpoint_due(runner, by_epoch=False):
+        if get_world_size() > 1 and checkpoint_due(runner, by_epoch=False):
             self._gathered = (runner.iter,
                               self._gather(runner, get_rng_states()))
 
     def after_train_epoch(self, runner) -> None:
-        if get_world_size() > 1 and _checkpoint_due(runner, by_epoch=True):
+        if get_world_size() > 1 and checkpoint_due(runner, by_epoch=True):
             self._gathered = (runner.iter,
                               self._gather(runner, get_rng_states()))
 

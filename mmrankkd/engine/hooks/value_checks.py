@@ -10,8 +10,11 @@ be written after a NaN or a bad label that no read has seen yet.
 
 ``ValueCheckHook`` reads them (``flush()``: one device sync when calls are
 pending) at the end of every training epoch (iteration-based training: at
-its end), before every checkpoint is written (raising there means the
-checkpoint is not written) and at the end of training. It also tells the
+its end), on every rank before each checkpoint that ``CheckpointHook``
+writes (raising there means the checkpoint is not written; MMEngine saves
+on rank 0 only, so the read happens where every rank still is, right after
+the iteration or epoch that the checkpoint ends, and again before
+``save_best`` checkpoints on rank 0) and at the end of training. It also tells the
 losses which training iteration each call is, so their errors name
 iterations as well as calls.
 
@@ -29,6 +32,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from mmrankkd.registry import HOOKS
+from .exact_resume import checkpoint_due
 
 
 def _losses(runner) -> list:
@@ -60,6 +64,11 @@ class ValueCheckHook(Hook):
     def _flush(self, runner) -> None:
         for loss in _losses(runner):
             loss.flush()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        if checkpoint_due(runner, by_epoch=False):
+            self._flush(runner)
 
     def after_train_epoch(self, runner) -> None:
         self._flush(runner)

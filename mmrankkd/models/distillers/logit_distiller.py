@@ -328,12 +328,20 @@ class LogitDistiller(BaseModel):
         self.teacher_source = LiveTeacher(
             teacher_model, kind, teacher_tap, self.teacher_input,
             teacher_autocast, teacher_channels_last)
+        num_views = self._views_of(losses)
+        if teacher_store is not None and num_views > 1:
+            raise ValueError(
+                'model.teacher_store with a two-view loss (MLKD): a store '
+                'keys the teacher\'s logits by sample and view, and both '
+                'views of a MultiView sample share those keys. Fix: train '
+                'two-view losses with the live teacher (remove '
+                'teacher_store).')
         if teacher_store is not None:  # the store replaces it in training
             self.teacher_source = build_stored_teacher(teacher_store, self)
 
         self.distill_losses = losses
         #: Views of each image the losses take (2: MLKD's weak + strong).
-        self.num_views = self._views_of(losses)
+        self.num_views = num_views
         #: A DeiT student: class token on the labels, distillation token
         #: on the teacher (:mod:`.distillation_token`).
         self.distillation_token = has_distillation_token(student_model, kind)
@@ -344,6 +352,13 @@ class LogitDistiller(BaseModel):
                     'distill losses always get its distillation token\'s '
                     'logits (head.layers.head_dist). Fix: remove '
                     'student_tap.')
+            if not student_task_loss:
+                raise ValueError(
+                    'model.student_task_loss=False with a DeiT '
+                    '(distillation-token) student: nothing would train its '
+                    'class-token head, which its predictions still average '
+                    'in. Fix: keep student_task_loss=True (the class token '
+                    'learns from the labels, as in the DeiT paper).')
             if self.num_views > 1:
                 raise ValueError(
                     'A DeiT (distillation-token) student cannot take '

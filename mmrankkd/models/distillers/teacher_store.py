@@ -42,9 +42,10 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
+from mmrankkd.datasets.transforms import VIEW_KEY, view_id
+
 FORMAT = 'mmrankkd-teacher-store'
 VERSION = 1
-VIEW_KEY = 'teacher_view'  # = mmrankkd.datasets.transforms.VIEW_KEY
 FILES = {'logits': ('logits.f32', np.float32),
          'filled': ('filled.u8', np.uint8),
          'labels': ('labels.i64', np.int64)}
@@ -227,9 +228,10 @@ class TeacherStore:
 
     Args:
         root (str): The store directory.
-        verify (bool): Check each block's sha256 the first time it is read
-            (the whole store is read once over the first epoch). Sizes are
-            always checked. Defaults to True.
+        verify (bool): Check each block's sha256 the first time it is read.
+            A shuffled batch touches most blocks of a CIFAR store, so most
+            of the store (GBs) is hashed in the first steps, not spread
+            over the epoch. Sizes are always checked. Defaults to True.
     """
 
     def __init__(self, root: str, verify: bool = True):
@@ -392,11 +394,8 @@ class StoredTeacher:
                     f'{counts}: the training pipeline differs from the '
                     'store\'s. Fix: train with the pipeline the store was '
                     'built with, or rebuild the store.')
-            vid = 0
-            for index, count in parts:
-                vid = vid * int(count) + int(index)
             samples.append(int(meta['sample_idx']))
-            views.append(vid)
+            views.append(view_id(parts))
             if 'gt_label' in ds:
                 labels.append(int(ds.gt_label.reshape(-1)[0]))
         return np.asarray(samples), np.asarray(views), labels

@@ -7,17 +7,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from mmrankkd.registry import MODELS
-from .utils import BaseLogitLoss, check_logits, to_float
+from .utils import (STANDARDIZE_EPS, BaseLogitLoss, check_logits,
+                    standardize, to_float)
 
 VIEWS = ('weak', 'strong')
-
-
-def standardize(logits: Tensor) -> Tensor:
-    """Logit standardization as the LS authors' ``normalize``:
-    ``(z - mean) / (1e-7 + std)`` over the classes, torch's unbiased std."""
-    mean = logits.mean(dim=-1, keepdim=True)
-    std = logits.std(dim=-1, keepdim=True)
-    return (logits - mean) / (1e-7 + std)
 
 
 def median_mask_fraction(values: Tensor) -> Tensor:
@@ -111,8 +104,8 @@ def mlkd_value_and_grads(s_w: Tensor, t_w: Tensor, s_s: Tensor,
         centred = stacked - stacked.mean(dim=-1, keepdim=True)
         std = stacked.std(dim=-1, keepdim=True)
         del stacked
-        kd_s = centred / (1e-7 + std)
-        kd_t = standardize(torch.stack((t_w, t_s)))
+        kd_s = centred / (STANDARDIZE_EPS + std)
+        kd_t = standardize(torch.stack((t_w, t_s)), dim=-1)
     else:
         kd_s, kd_t = (s_w, s_s), (t_w, t_s)
     kl, p_s, p_t = _kl_and_probs(kd_s[0], kd_t[0], temps)
@@ -270,7 +263,11 @@ class MLKDLoss(BaseLogitLoss):
                 f'temperatures, got {strong_kd_views!r}.')
         self.temperatures = tuple(temperatures)
         self.strong_kd_views = strong_kd_views
-        self.logit_standardization = bool(logit_standardization)
+        if not isinstance(logit_standardization, bool):
+            raise ValueError(
+                'MLKDLoss: logit_standardization must be True or False, got '
+                f'{logit_standardization!r}.')
+        self.logit_standardization = logit_standardization
         # Per temperature: the weight of the weak-view instance term beyond
         # its mask (1 where the second term takes the weak view).
         self._weak_extra = [float(v == 'weak') for v in strong_kd_views]
