@@ -647,8 +647,9 @@ class LogitDistiller(BaseModel):
             self._warn_if_unflushed()
         return losses
 
-    def _one_view_loss(self, inputs: torch.Tensor,
-                       data_samples: list) -> Dict[str, torch.Tensor]:
+    def _student_forward(self, inputs: torch.Tensor, data_samples: list):
+        """The student's own losses and its class logits, from one forward
+        (a DeiT student: :func:`distillation_token_step`)."""
         if self.distillation_token:
             task_losses, s_logits = distillation_token_step(
                 self.student, inputs, data_samples)
@@ -658,15 +659,18 @@ class LogitDistiller(BaseModel):
             s_logits = self.student_tap.logits
         # The losses compute in float32: under mixed precision the student's
         # logits are upcast and the teacher's are never rounded to half.
-        s_logits = s_logits.float()
+        return task_losses, s_logits.float()
+
+    def _distill(self, logits: List[torch.Tensor],
+                 labels: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Each distill loss on ``logits`` (``[s, t]``, or ``[s_weak,
+        t_weak, s_strong, t_strong]``: two-view losses get all four, the
+        others the weak view), with the labels where a loss needs them or
+        the logits are dense (ignored pixels)."""
         losses: Dict[str, torch.Tensor] = {}
-        if self.student_task_loss:
-            prefix = 'cls.' if self.kind == 'cls' else ''
-            losses.update({prefix + k: v for k, v in task_losses.items()})
-        t_logits = self.match_teacher(
-            s_logits, self.teacher_logits(inputs, data_samples))
-        labels = self._labels(data_samples, s_logits)
         for name, loss in self.distill_losses.items():
+            args = logits if getattr(loss, 'num_views', 1) == 2 else \
+                logits[:2]
             needs = getattr(loss, 'requires_labels', False)
             if needs and labels is None:
                 raise ValueError(
@@ -674,10 +678,21 @@ class LogitDistiller(BaseModel):
                     'labels but the data samples carry none (gt_sem_seg / '
                     'gt_label).')
             if needs or self.kind == 'seg':
-                value = loss(s_logits, t_logits, labels)
-            else:
-                value = loss(s_logits, t_logits)
-            losses[f'distill.{name}'] = value
+                args = args + [labels]
+            losses[f'distill.{name}'] = loss(*args)
+        return losses
+
+    def _one_view_loss(self, inputs: torch.Tensor,
+                       data_samples: list) -> Dict[str, torch.Tensor]:
+        task_losses, s_logits = self._student_forward(inputs, data_samples)
+        losses: Dict[str, torch.Tensor] = {}
+        if self.student_task_loss:
+            prefix = 'cls.' if self.kind == 'cls' else ''
+            losses.update({prefix + k: v for k, v in task_losses.items()})
+        t_logits = self.match_teacher(
+            s_logits, self.teacher_logits(inputs, data_samples))
+        losses.update(self._distill([s_logits, t_logits],
+                                    self._labels(data_samples, s_logits)))
         return losses
 
     def _multi_view_loss(self, views: List[torch.Tensor],
@@ -690,27 +705,17 @@ class LogitDistiller(BaseModel):
         losses: Dict[str, torch.Tensor] = {}
         logits = []
         for name, inputs in zip(VIEW_NAMES, views):
-            with self.student_tap:
-                task_losses = self.student.loss(inputs, data_samples)
-            s_logits = self.student_tap.logits.float()
+            task_losses, s_logits = self._student_forward(inputs,
+                                                          data_samples)
             if self.student_task_loss:
                 prefix = 'cls.' if name == VIEW_NAMES[0] else f'cls.{name}.'
                 losses.update({prefix + k: v for k, v in task_losses.items()})
             logits += [s_logits, self.match_teacher(
                 s_logits, self.teacher_logits(inputs, data_samples))]
-        labels = self._labels(data_samples, logits[0])
-        for name, loss in self.distill_losses.items():
-            args = logits if getattr(loss, 'num_views', 1) == 2 else \
-                logits[:2]
-            if getattr(loss, 'requires_labels', False):
-                if labels is None:
-                    raise ValueError(
-                        f'distill loss "{name}" ({type(loss).__name__}) '
-                        'needs labels but the data samples carry none '
-                        '(gt_label).')
-                args = args + [labels]
-            losses[f'distill.{name}'] = loss(*args)
+        losses.update(self._distill(logits,
+                                    self._labels(data_samples, logits[0])))
         return losses
+
     def _warn_if_unflushed(self) -> None:
         """Once: a runner trains this distiller without
         ``mmrankkd.ValueCheckHook``, so deferred value checks of the last
