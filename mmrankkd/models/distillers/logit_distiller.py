@@ -31,11 +31,13 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel, revert_sync_batchnorm
 
 from mmrankkd.registry import MODELS
-from .checkpoint import (STUDENT_PREFIX, load_teacher_checkpoint,
-                         read_teacher_checkpoint)
+from .checkpoint import load_teacher_checkpoint, read_teacher_checkpoint
 from .distillation_token import (distillation_token_step,
                                  has_distillation_token)
 from .logit_taps import LogitTap
+from .model_checks import (add_student_prefix, build_distill_losses,
+                           check_trainable_student, model_kind, num_classes,
+                           student_ignore_index)
 from .model_source import ModelSource, build_resolved, resolve_model_cfg
 from .teacher import AUTOCAST_DTYPES, LiveTeacher, attach_teacher_predictions
 from .teacher_input import TeacherInput
@@ -43,151 +45,6 @@ from .teacher_store import build_stored_teacher
 from .views import VIEW_NAMES, check_views, is_multi_view, preprocess_views
 from .unused_parameters import (check_first_step, freeze,
                                 probe_unreached_parameters)
-# mmpretrain heads whose distilled (two-token) form mmpretrain refuses to
-# train, with mmpretrain's reason. (DeiT's trains: .distillation_token.)
-_UNTRAINABLE_HEADS = {
-    'EfficientFormerClsHead': 'MMPretrain doesn\'t support to train the '
-    'distilled version EfficientFormer',
-    'LeViTClsHead': 'MMPretrain doesn\'t support training in distillation '
-    'mode',
-}
-
-
-def _host_bases():
-    """(segmentor base, classifier base) classes of the installed hosts
-    (None for a host that is not installed)."""
-    try:
-        from mmseg.models.segmentors import BaseSegmentor
-    except ImportError:  # pragma: no cover - mmseg not installed
-        BaseSegmentor = None
-    try:
-        from mmpretrain.models.classifiers import ImageClassifier
-    except ImportError:  # pragma: no cover - mmpretrain not installed
-        ImageClassifier = None
-    return BaseSegmentor, ImageClassifier
-
-
-def _model_kind(model: nn.Module, role: str) -> str:
-    """'seg' for mmseg segmentors, 'cls' for mmpretrain classifiers."""
-    segmentor, classifier = _host_bases()
-    if segmentor is not None and isinstance(model, segmentor) and getattr(
-            model, 'decode_head', None) is not None:
-        return 'seg'
-    if classifier is not None and isinstance(model, classifier) and getattr(
-            model, 'head', None) is not None:
-        return 'cls'
-    raise TypeError(
-        f'model.{role} is a {type(model).__name__}; LogitDistiller supports '
-        'mmseg segmentors with a decode_head (EncoderDecoder, '
-        'CascadeEncoderDecoder, ...) and mmpretrain ImageClassifiers with a '
-        'head.')
-
-
-def _num_classes(model: nn.Module, tap: LogitTap, kind: str):
-    """The class count a model predicts, where its modules say so (else
-    None: checked on the first batch)."""
-    if kind == 'cls':
-        for module in (model.head, getattr(model, 'backbone', None)):
-            if getattr(module, 'num_classes', None):
-                return int(module.num_classes)
-        return None
-    head = tap.module
-    value = getattr(head, 'out_channels', None) or getattr(
-        head, 'num_classes', None)
-    return int(value) if value else None
-
-
-def _check_trainable_student(model: nn.Module, kind: str) -> None:
-    if kind != 'cls':
-        return
-    head = model.head
-    names = [c.__name__ for c in type(head).__mro__]
-    for name, reason in _UNTRAINABLE_HEADS.items():
-        distilled = getattr(head, 'distillation', getattr(head, 'dist', True))
-        if name in names and distilled:
-            raise ValueError(
-                f'model.student has a {type(head).__name__} with a '
-                f'distillation token: {reason}. Fix: use the model\'s '
-                'non-distilled head as the student (e.g. '
-                "head=dict(type='LinearClsHead'/'VisionTransformerClsHead', "
-                "...) or distillation=False); as a teacher it is fine.")
-
-
-def _student_ignore_index(student: nn.Module, kind: str) -> Optional[int]:
-    """The label value the student's decode head ignores (None for
-    classifiers). One place decides it: the losses and the agreement
-    metric follow it, whichever module ``student_tap`` reads logits from."""
-    if kind != 'seg':
-        return None
-    heads = student.decode_head
-    heads = list(heads) if isinstance(heads, nn.ModuleList) else [heads]
-    values = {getattr(h, 'ignore_index', None) for h in heads}
-    values.discard(None)
-    if len(values) > 1:
-        raise ValueError(
-            f'The student\'s decode heads ignore different labels '
-            f'{sorted(values)}. Fix: give every decode head the same '
-            'ignore_index.')
-    if not values:
-        print_log(
-            f'The student\'s {type(heads[0]).__name__} declares no '
-            'ignore_index: distillation losses ignore label 255 (mmseg\'s '
-            'default).', logger='current', level=logging.WARNING)
-        return 255
-    return int(values.pop())
-
-
-def _add_student_prefix(module, state_dict, prefix, *args) -> None:
-    """Load-state-dict pre-hook: a plain student state dict (e.g.
-    ``load_from=<student.pth>``) gets the ``student.`` prefix."""
-    keys = [k for k in state_dict if k.startswith(prefix)]
-    if keys and not any(
-            k[len(prefix):].startswith((STUDENT_PREFIX, 'data_preprocessor.',
-                                        'distill_losses.', 'teacher_input.'))
-            for k in keys):
-        for k in keys:
-            state_dict[prefix + STUDENT_PREFIX + k[len(prefix):]] = \
-                state_dict.pop(k)
-
-
-def _available_losses() -> List[str]:
-    MODELS.import_from_location()
-    return sorted(k for k in MODELS.module_dict if k.endswith('Loss'))
-
-
-def build_distill_losses(cfgs: Optional[dict]) -> nn.ModuleDict:
-    """Build ``distill_losses`` (name -> loss config) with clear errors."""
-    if not cfgs:
-        raise ValueError(
-            'model.distill_losses is empty. Fix: name at least one loss, e.g.'
-            " distill_losses=dict(loss_kd=dict(type='mmrankkd.KDLoss'))."
-            f' Available: {", ".join(_available_losses())}')
-    losses = nn.ModuleDict()
-    for name, cfg in cfgs.items():
-        if not name.startswith('loss_'):
-            raise ValueError(
-                f'Distill loss name "{name}" must start with "loss_" (MMEngine'
-                ' only sums log entries whose key contains "loss"). Fix: '
-                f'rename it to "loss_{name}".')
-        if isinstance(cfg, nn.Module):
-            losses[name] = cfg
-            continue
-        cfg = copy.deepcopy(dict(cfg))
-        loss_type = cfg.get('type')
-        # Bare names are looked up in mmrankkd, not the default scope.
-        if isinstance(loss_type, str) and '.' not in loss_type:
-            cfg.setdefault('_scope_', 'mmrankkd')
-            lookup = f'mmrankkd.{loss_type}'
-        else:
-            lookup = loss_type
-        if not isinstance(lookup, str) or MODELS.get(lookup) is None:
-            raise KeyError(
-                f'Unknown distill loss type "{loss_type}" for "{name}". '
-                f'Available in mmrankkd: {", ".join(_available_losses())}'
-                " (use e.g. type='mmrankkd.KDLoss').")
-        losses[name] = MODELS.build(cfg)
-    return losses
-
 
 @MODELS.register_module()
 class LogitDistiller(BaseModel):
@@ -270,8 +127,8 @@ class LogitDistiller(BaseModel):
 
         student_cfg, student_scope = resolve_model_cfg(student, 'student')
         student_model = build_resolved(student_cfg, student_scope)
-        kind = _model_kind(student_model, 'student')
-        _check_trainable_student(student_model, kind)
+        kind = model_kind(student_model, 'student')
+        check_trainable_student(student_model, kind)
         if data_preprocessor is None:
             data_preprocessor = student_model.data_preprocessor
         elif isinstance(data_preprocessor, dict):
@@ -290,7 +147,7 @@ class LogitDistiller(BaseModel):
 
         teacher_cfg, teacher_scope = resolve_model_cfg(teacher, 'teacher')
         teacher_model = build_resolved(teacher_cfg, teacher_scope)
-        if _model_kind(teacher_model, 'teacher') != kind:
+        if model_kind(teacher_model, 'teacher') != kind:
             raise TypeError(
                 f'model.student is a {type(student_model).__name__} but '
                 f'model.teacher is a {type(teacher_model).__name__}: both '
@@ -299,8 +156,8 @@ class LogitDistiller(BaseModel):
                                     **(student_tap or {}))
         teacher_tap = LogitTap(teacher_model, kind, 'teacher',
                                **(teacher_tap or {}))
-        n_s = _num_classes(student_model, self.student_tap, kind)
-        n_t = _num_classes(teacher_model, teacher_tap, kind)
+        n_s = num_classes(student_model, self.student_tap, kind)
+        n_t = num_classes(teacher_model, teacher_tap, kind)
         if n_s and n_t and n_s != n_t:
             raise ValueError(
                 f'Class count mismatch: the teacher predicts {n_t} classes, '
@@ -388,7 +245,7 @@ class LogitDistiller(BaseModel):
         self.value_checks_flushed = False
         self._unflushed_warned = False
         # Accept plain student checkpoints (load_from=<student.pth>).
-        self.register_load_state_dict_pre_hook(_add_student_prefix)
+        self.register_load_state_dict_pre_hook(add_student_prefix)
 
     # ------------------------------------------------------------------
     # Build-time helpers.
@@ -425,7 +282,7 @@ class LogitDistiller(BaseModel):
         """Dense losses ignore the student's ignore label
         (:attr:`ignore_index`); classifier labels have no ignore value
         (class 255 is a class)."""
-        self.ignore_index = _student_ignore_index(self.student, self.kind)
+        self.ignore_index = student_ignore_index(self.student, self.kind)
         head = self.student.decode_head if self.kind == 'seg' else None
         for name, loss in self.distill_losses.items():
             if not hasattr(loss, 'ignore_index'):
