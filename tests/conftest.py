@@ -80,6 +80,15 @@ def seg_distill_config(path, root, student, teacher, ckpt,
     return str(path)
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now, for torchrun's rendezvous (a fixed
+    port can still be held by the previous test's processes)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def run_tool(args, cwd=REPO, timeout=600, env=None, check=True):
     """Run a command line (list) and return the CompletedProcess."""
     full_env = dict(os.environ, PYTHONHASHSEED='0', OMP_NUM_THREADS='1',

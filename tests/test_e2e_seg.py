@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mmrankkd  # noqa: F401
-from conftest import PY, REPO, run_tool, seg_distill_config
+from conftest import PY, REPO, free_port, run_tool, seg_distill_config
 
 pytestmark = pytest.mark.slow
 
@@ -189,7 +189,7 @@ def test_torchrun_two_processes_agree(distilled, tmp_path):
     script.write_text(DIST_SCRIPT)
     wd = tmp_path / 'ddp'
     run_tool([str(Path(PY).parent / 'torchrun'), '--nproc_per_node', '2',
-              '--master_port', '29533', str(script), distilled['cfg'],
+              '--master_port', str(free_port()), str(script), distilled['cfg'],
               str(wd)])
     # Parameters (BN running stats stay per rank with plain BN and the
     # runner's broadcast_buffers=False, as in any mmseg DDP run).

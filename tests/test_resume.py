@@ -12,7 +12,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import CLS_DISTILL, PY, REPO, run_tool
+from conftest import CLS_DISTILL, PY, REPO, free_port, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -212,13 +212,13 @@ def test_two_gloo_ranks_resume_equals_one_run(cityscapes_root, tmp_path):
     """Each rank draws its own stream (diff_rank_seed): every rank must
     get its own states back, not rank 0's."""
     one = tmp_path / 'one'
-    _torchrun(one, cityscapes_root, 29541)
+    _torchrun(one, cityscapes_root, free_port())
     ckpt = torch.load(one / 'iter_2.pth', weights_only=False)
     ranks = ckpt['rng_states']['ranks']
     assert len(ranks) == 2
     assert not torch.equal(ranks[0]['torch'], ranks[1]['torch'])
     two = _resumed_copy(one, tmp_path / 'two')
-    _torchrun(two, cityscapes_root, 29542, resume=True)
+    _torchrun(two, cityscapes_root, free_port(), resume=True)
     assert _max_diff(one / 'iter_4.pth', two / 'iter_4.pth') == 0.0
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mmrankkd  # noqa: F401
-from conftest import PY, SEG_DISTILL, run_tool, seg_distill_config
+from conftest import PY, SEG_DISTILL, free_port, run_tool, seg_distill_config
 from mmrankkd.models.distillers import LogitDistiller, unused_parameters
 from test_distiller import KD, save_teacher, tiny_seg
 
@@ -200,7 +200,8 @@ def test_two_gloo_ranks_train_a_ddrnet_student_without_task_loss(
                              str(model), str(model), ckpt, base=SEG_DISTILL)
     wd = tmp_path / 'ddp'
     proc = run_tool([str(Path(PY).parent / 'torchrun'), '--nproc_per_node',
-                     '2', '--master_port', '29547', 'tools/train.py', cfg,
+                     '2', '--master_port', str(free_port()),
+                     'tools/train.py', cfg,
                      '--launcher', 'pytorch', '--work-dir', str(wd),
                      '--cfg-options', 'model.student_task_loss=False',
                      'train_cfg.max_iters=2', 'train_cfg.val_interval=100',

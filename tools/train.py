@@ -13,8 +13,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrankkd  # noqa: F401  (registers modules, weights-only allow-list)
-from mmrankkd.engine import (check_run_config, revert_sync_bn_for_cpu,
-                             setup_cpu_distributed)
+from mmrankkd.engine import (check_run_config, close_distributed,
+                             revert_sync_bn_for_cpu, setup_cpu_distributed)
 
 
 def parse_args():
@@ -99,6 +99,7 @@ def main():
     if not torch.cuda.is_available() and not runner.distributed:
         runner.model = revert_sync_bn_for_cpu(runner.model)
     runner.train()
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 from .config_checks import check_run_config
-from .cpu_dist import (CPUDistributedDataParallel, revert_sync_bn_for_cpu,
-                       setup_cpu_distributed)
+from .cpu_dist import (CPUDistributedDataParallel, close_distributed,
+                       revert_sync_bn_for_cpu, setup_cpu_distributed)
 from .export import export_student, student_config, student_state_dict
 from .hooks import (DistillLossWeightScheduleHook, ExactResumeHook,
                     ValueCheckHook)
@@ -10,7 +10,8 @@ from .safe_load import (SAFE_GLOBALS, UnsafeCheckpointError,
                         guard_checkpoint_loaders, safe_torch_load)
 
 __all__ = [
-    'CPUDistributedDataParallel', 'DistillLossWeightScheduleHook',
+    'CPUDistributedDataParallel', 'close_distributed',
+    'DistillLossWeightScheduleHook',
     'DistillTestLoop', 'DistillValLoop', 'ExactResumeHook', 'SAFE_GLOBALS',
     'UnsafeCheckpointError', 'ValueCheckHook',
     'allow_openmmlab_checkpoint_types',

@@ -66,3 +66,13 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     cfg.model_wrapper_cfg = wrapper
     return True
 
+
+
+def close_distributed() -> None:
+    """End a distributed run cleanly: every rank waits for the others, then
+    the process group is destroyed. MMEngine leaves it to interpreter exit,
+    where a gloo rank can abort ('terminate called without an active
+    exception') after training finished and fail the whole torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

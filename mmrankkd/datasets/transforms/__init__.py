@@ -6,6 +6,7 @@ from .views import (VIEW_KEY, ViewRandomCrop, ViewRandomFlip,
                     apply_pipeline_view, pipeline_view_counts, view_id)
 
 __all__ = [
-    'MLKDRandAugment', 'VIEW_KEY', 'ViewRandomCrop', 'ViewRandomFlip', 'apply_pipeline_view',
+    'MLKDRandAugment', 'VIEW_KEY', 'ViewRandomCrop', 'ViewRandomFlip',
+    'apply_pipeline_view',
     'pipeline_view_counts', 'view_id'
 ]

@@ -14,9 +14,9 @@ its end), on every rank before each checkpoint that ``CheckpointHook``
 writes (raising there means the checkpoint is not written; MMEngine saves
 on rank 0 only, so the read happens where every rank still is, right after
 the iteration or epoch that the checkpoint ends, and again before
-``save_best`` checkpoints on rank 0) and at the end of training. It also tells the
-losses which training iteration each call is, so their errors name
-iterations as well as calls.
+``save_best`` checkpoints on rank 0) and at the end of training. It also
+tells the losses which training iteration each call is, so their errors
+name iterations as well as calls.
 
 The shipped distillation configs list it in ``custom_hooks``; a run of a
 distiller without it logs a warning naming it.

@@ -6,7 +6,8 @@ from .teacher import LiveTeacher, attach_teacher_predictions
 from .teacher_input import TeacherInput
 
 __all__ = [
-    'LiveTeacher', 'LogitDistiller', 'LogitTap', 'TeacherInput', 'attach_teacher_predictions',
+    'LiveTeacher', 'LogitDistiller', 'LogitTap', 'TeacherInput',
+    'attach_teacher_predictions',
     'build_distill_losses', 'load_teacher_checkpoint',
     'build_model_from_source', 'resolve_model_cfg'
 ]
