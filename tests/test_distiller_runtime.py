@@ -187,3 +187,23 @@ def test_val_loop_leaves_the_model_predicting_student_only(cls_pair):
     calls.clear()
     model.val_step(pseudo_collate(data[:2]))
     assert calls == []
+
+
+def test_a_distiller_preprocessor_must_keep_the_students_mixup(cls_pair):
+    """mmpretrain puts train_cfg.augments (Mixup/CutMix) into the
+    classifier's data preprocessor; a top-level model.data_preprocessor
+    replaces it and would silently train without mixing."""
+    student = tiny_cls(8)
+    student['train_cfg'] = dict(augments=dict(type='Mixup', alpha=0.8))
+    plain = dict(type='ClsDataPreprocessor', num_classes=10)
+    with pytest.raises(ValueError, match='silently drop the mixing'):
+        LogitDistiller(student=student, teacher=tiny_cls(16),
+                       teacher_ckpt=cls_pair, distill_losses=KD,
+                       data_preprocessor=plain)
+    kept = dict(plain, batch_augments=dict(
+        augments=dict(type='Mixup', alpha=0.8)))
+    for pre in (None, kept):  # the student's own, or one that keeps it
+        model = LogitDistiller(student=student, teacher=tiny_cls(16),
+                               teacher_ckpt=cls_pair, distill_losses=KD,
+                               data_preprocessor=pre)
+        assert model.data_preprocessor.batch_augments is not None

@@ -36,6 +36,7 @@ from .distillation_token import (distillation_token_step,
                                  has_distillation_token)
 from .logit_taps import LogitTap
 from .model_checks import (add_student_prefix, build_distill_losses,
+                           check_batch_augments_kept,
                            check_trainable_student, model_kind, num_classes,
                            student_ignore_index)
 from .model_source import ModelSource, build_resolved, resolve_model_cfg
@@ -140,6 +141,7 @@ class LogitDistiller(BaseModel):
             if student_scope is not None:
                 data_preprocessor.setdefault('_scope_', student_scope)
             data_preprocessor = MODELS.build(data_preprocessor)
+        check_batch_augments_kept(student_model, data_preprocessor)
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = student_model

@@ -84,6 +84,27 @@ def check_trainable_student(model: nn.Module, kind: str) -> None:
                 "...) or distillation=False); as a teacher it is fine.")
 
 
+def check_batch_augments_kept(student: nn.Module,
+                              preprocessor: nn.Module) -> None:
+    """Refuse a distiller preprocessor that silently drops the student's
+    sample mixing: mmpretrain turns a classifier's ``train_cfg.augments``
+    (Mixup/CutMix) into its data preprocessor's ``batch_augments``, and a
+    top-level ``model.data_preprocessor`` replaces that preprocessor."""
+    own = getattr(student.data_preprocessor, 'batch_augments', None)
+    if own is not None and preprocessor is not student.data_preprocessor \
+            and getattr(preprocessor, 'batch_augments', None) is None:
+        names = ', '.join(type(a).__name__
+                          for a in getattr(own, 'augments', [])) or 'mixing'
+        raise ValueError(
+            f'The student mixes samples ({names}, from its '
+            'train_cfg.augments) in its data '
+            'preprocessor, but model.data_preprocessor replaces that '
+            'preprocessor without them: training would silently drop the '
+            'mixing. Fix: add batch_augments=dict(augments=[...]) to '
+            'model.data_preprocessor, or remove model.data_preprocessor '
+            'to use the student\'s.')
+
+
 def student_ignore_index(student: nn.Module, kind: str) -> Optional[int]:
     """The label value the student's decode head ignores (None for
     classifiers). One place decides it: the losses and the agreement
