@@ -26,7 +26,8 @@ from mmrankkd.datasets.transforms import (VIEW_KEY,  # noqa: E402
                                           apply_pipeline_view,
                                           pipeline_view_counts)
 from mmrankkd.models.distillers.teacher_store import (  # noqa: E402
-    TeacherStoreWriter, dataset_record, pipeline_record, teacher_identity)
+    TeacherStoreWriter, check_storable, dataset_record, pipeline_record,
+    teacher_identity)
 
 #: Transforms without randomness that may sit around the view transforms.
 DETERMINISTIC = {
@@ -79,12 +80,7 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.pop('teacher_store', None)
     distiller = MODELS.build(model_cfg).to(device)
-    if distiller.kind != 'cls':
-        raise ValueError('Teacher stores hold class logits of classifiers; '
-                         'this config distils a segmentor.')
-    if getattr(distiller.data_preprocessor, 'batch_augments', None):
-        raise ValueError('data_preprocessor.batch_augments (Mixup/CutMix) '
-                         'mix samples: no store. Fix: remove them.')
+    check_storable(distiller)
     dataset_cfg = cfg.train_dataloader.dataset
     dataset = DATASETS.build(copy.deepcopy(dataset_cfg))
     transforms = dataset.pipeline.transforms

@@ -35,10 +35,13 @@ from mmrankkd.registry import HOOKS
 from .exact_resume import checkpoint_due
 
 
-def _losses(runner) -> list:
-    model = runner.model.module if is_model_wrapper(
+def _model(runner):
+    return runner.model.module if is_model_wrapper(
         runner.model) else runner.model
-    losses = getattr(model, 'distill_losses', None)
+
+
+def _losses(runner) -> list:
+    losses = getattr(_model(runner), 'distill_losses', None)
     if losses is None:
         return []
     return [loss for loss in losses.values() if hasattr(loss, 'flush')]
@@ -53,8 +56,7 @@ class ValueCheckHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = _model(runner)
         if hasattr(model, 'distill_losses'):
             model.value_checks_flushed = True
         for loss in _losses(runner):

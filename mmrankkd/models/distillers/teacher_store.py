@@ -454,6 +454,25 @@ class StoredTeacher:
         return self.live.predict(inputs, data_samples)
 
 
+def check_storable(distiller) -> None:
+    """Refuse a distiller whose teacher logits a store cannot hold: a
+    segmentor's (dense stores are not implemented) or batches mixed by
+    ``batch_augments`` (a mixed image is no view of one sample). Used by
+    the distiller and by ``tools/build_teacher_store.py``."""
+    if distiller.kind != 'cls':
+        raise ValueError(
+            'A teacher store holds class logits (N, C) of classifiers; '
+            'dense (segmentation) stores are not implemented (see docs/'
+            'teacher_store.md, replay mode). Fix: distil this model with '
+            'the live teacher (no model.teacher_store).')
+    if getattr(distiller.data_preprocessor, 'batch_augments', None):
+        raise ValueError(
+            'A teacher store with data_preprocessor.batch_augments '
+            '(Mixup/CutMix): mixed images are not views of one sample. Fix: '
+            'remove batch_augments, or use the live teacher (no '
+            'model.teacher_store).')
+
+
 def build_stored_teacher(cfg: Union[str, dict], distiller) -> StoredTeacher:
     """``model.teacher_store`` -> a :class:`StoredTeacher` around the
     distiller's live teacher, refusing a store that does not fit.
@@ -466,16 +485,7 @@ def build_stored_teacher(cfg: Union[str, dict], distiller) -> StoredTeacher:
         raise ValueError(
             'model.teacher_store must be a directory or a dict with '
             f'path=<directory>, got {cfg!r}.')
-    if distiller.kind != 'cls':
-        raise ValueError(
-            'model.teacher_store holds class logits (N, C) of classifiers; '
-            'dense (segmentation) stores are not implemented (see docs/'
-            'teacher_store.md, replay mode). Fix: remove model.teacher_store.')
-    if getattr(distiller.data_preprocessor, 'batch_augments', None):
-        raise ValueError(
-            'model.teacher_store with data_preprocessor.batch_augments '
-            '(Mixup/CutMix): mixed images are not views of one sample. Fix: '
-            'remove batch_augments or model.teacher_store.')
+    check_storable(distiller)
     store = TeacherStore(cfg.pop('path'), verify=cfg.pop('verify', True))
     store.check_identity(teacher_identity(distiller))
     source = StoredTeacher(store, distiller.teacher_source, **cfg)
