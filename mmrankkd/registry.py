@@ -6,6 +6,7 @@ A config reaches our modules with ``type='mmrankkd.<Name>'`` from any scope
 registries import our modules lazily, so building by name needs no import of
 ``mmrankkd.models`` first.
 """
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOOPS as MMENGINE_LOOPS
@@ -22,9 +23,14 @@ MODELS = Registry(
 TRANSFORMS = Registry(
     'transform', parent=MMENGINE_TRANSFORMS,
     locations=['mmrankkd.datasets'])
-# Synthetic data sets in real layouts (e.g. SyntheticCIFAR100).
+# Synthetic data sets in real layouts (e.g. SyntheticCIFAR100) and the
+# replay wrapper (ReplayDataset).
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, locations=['mmrankkd.datasets'])
+# The replay sampler (epoch-keyed augmentation for the teacher store).
+DATA_SAMPLERS = Registry(
+    'data sampler', parent=MMENGINE_DATA_SAMPLERS,
+    locations=['mmrankkd.datasets'])
 # Training hooks.
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, locations=['mmrankkd.engine'])

@@ -305,7 +305,7 @@ def test_runner_trains_and_validates_with_a_store(setup, tmp_path):
         sys.argv = argv
     log = '\n'.join(Path(p).read_text()
                     for p in glob.glob(f'{tmp_path}/wd/*/*.log'))
-    assert 'Teacher logits from store' in log
+    assert 'Teacher logits from exact store' in log
     train = [l for l in log.splitlines() if 'Epoch(train)' in l]
     assert len(train) == NUM_TRAIN // 4
     assert all('distill.loss_kd' in l for l in train)

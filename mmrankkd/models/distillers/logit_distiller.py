@@ -195,10 +195,9 @@ class LogitDistiller(BaseModel):
                 'views of a MultiView sample share those keys. Fix: train '
                 'two-view losses with the live teacher (remove '
                 'teacher_store).')
+        self.distill_losses = losses
         if teacher_store is not None:  # the store replaces it in training
             self.teacher_source = build_stored_teacher(teacher_store, self)
-
-        self.distill_losses = losses
         #: Views of each image the losses take (2: MLKD's weak + strong).
         self.num_views = num_views
         #: A DeiT student: class token on the labels, distillation token

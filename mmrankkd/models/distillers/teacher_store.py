@@ -42,13 +42,14 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
+from mmrankkd.datasets.replay import REPLAY_KEY
 from mmrankkd.datasets.transforms import VIEW_KEY, view_id
 
 FORMAT = 'mmrankkd-teacher-store'
 VERSION = 1
-FILES = {'logits': ('logits.f32', np.float32),
-         'filled': ('filled.u8', np.uint8),
-         'labels': ('labels.i64', np.int64)}
+#: The files of every store: which views were written, each sample's label.
+COMMON_FILES = {'filled': ('filled.u8', np.uint8),
+                'labels': ('labels.i64', np.int64)}
 
 
 class TeacherStoreError(ValueError):
@@ -144,17 +145,72 @@ def pipeline_record(pipeline: Sequence) -> List:
 
 def dataset_record(dataset_cfg: dict) -> Dict:
     """The parts of the data set config that choose the samples and their
-    order (not data_root: the data may move)."""
+    order (not data_root: the data may move), through wrappers
+    (``RepeatDataset``, ``ReplayDataset``...)."""
     cfg = plain(dataset_cfg)
-    return {k: cfg.get(k) for k in ('type', 'split', 'ann_file', 'indices',
-                                    'data_prefix', 'test_mode')}
+    record = {k: cfg.get(k) for k in ('type', 'split', 'ann_file', 'indices',
+                                      'data_prefix', 'test_mode')}
+    for key in ('times', 'seed', 'oversample_thr'):
+        if key in cfg:
+            record[key] = cfg[key]
+    if isinstance(cfg.get('dataset'), dict):
+        record['dataset'] = dataset_record(cfg['dataset'])
+    if isinstance(cfg.get('datasets'), list):
+        record['datasets'] = [dataset_record(d) for d in cfg['datasets']]
+    return record
+
+
+def training_pipeline(dataset_cfg: dict) -> List:
+    """The pipeline of a data set config, inside any wrappers."""
+    while 'pipeline' not in dataset_cfg and isinstance(
+            dataset_cfg.get('dataset'), dict):
+        dataset_cfg = dataset_cfg['dataset']
+    return list(dataset_cfg.get('pipeline', []))
 
 
 # ----------------------------------------------------------------------
 # Files.
-def _shapes(index: Dict) -> Dict:
+def layout(index: Dict) -> Dict[str, tuple]:
+    """``key -> (file name, dtype, shape)`` of a store's arrays."""
     n, v, c = index['num_samples'], index['num_views'], index['num_classes']
-    return {'logits': (n, v, c), 'filled': (n, v), 'labels': (n, )}
+    k = index.get('topk')
+    files = {}
+    if k:
+        kind = np.int16 if c <= np.iinfo(np.int16).max else np.int32
+        files['values'] = ('topk_values.f32', np.float32, (n, v, k))
+        files['indices'] = (f'topk_indices.{np.dtype(kind).str[1:]}',
+                            kind, (n, v, k))
+        files['rest'] = ('rest_logsumexp.f32', np.float32, (n, v))
+    else:
+        files['logits'] = ('logits.f32', np.float32, (n, v, c))
+    files['filled'] = COMMON_FILES['filled'] + ((n, v), )
+    files['labels'] = COMMON_FILES['labels'] + ((n, ), )
+    return files
+
+
+def topk_rows(logits: Tensor, k: int):
+    """What a top-k store keeps of float32 ``(N, C)`` logits: the top-k
+    values and classes (descending) and the log-sum-exp of the others
+    (-inf when there are none)."""
+    logits = logits.detach().float()
+    values, indices = logits.topk(k, dim=1)
+    rest = logits.scatter(1, indices, float('-inf')).logsumexp(dim=1)
+    return values, indices, rest
+
+
+def expand_topk(values: np.ndarray, indices: np.ndarray, rest: np.ndarray,
+                num_classes: int) -> np.ndarray:
+    """Full ``(N, C)`` logits from a top-k row: the kept classes get their
+    values, the others share the rest's mass evenly (each gets
+    ``rest - log(C - k)``), so the softmax at temperature 1 gives the kept
+    classes their exact probabilities and spreads the remainder evenly
+    (TinyViT's rule); every dropped class ranks below every kept one."""
+    n, k = values.shape
+    out = np.empty((n, num_classes), np.float32)
+    if num_classes > k:
+        out[:] = (rest - np.float32(np.log(num_classes - k)))[:, None]
+    np.put_along_axis(out, indices.astype(np.int64), values, axis=1)
+    return out
 
 
 def _block_digest(arrays: Sequence[np.ndarray], start: int,
@@ -171,36 +227,58 @@ class TeacherStoreWriter:
     Args:
         root (str): The store directory (created; must not hold a store).
         num_samples (int): Samples (rows) in the store.
-        view_counts (list[int]): Views of each view transform, in pipeline
-            order; the store has their product per sample.
+        view_counts (list[int]): Exact mode: views of each view transform,
+            in pipeline order; the store has their product per sample.
+            Replay mode: ``[epochs]`` (view ``e`` is epoch ``e``'s).
         num_classes (int): Classes of the teacher's logits.
         block_size (int): Samples per checksummed block. Defaults to 1024.
+        mode (str): ``'exact'`` (views enumerated) or ``'replay'`` (one
+            view per epoch, made by :class:`mmrankkd.ReplayDataset`).
+        topk (int, optional): Keep only the top-k logits of each view and
+            the log-sum-exp of the rest (an approximation only some losses
+            accept). Defaults to None (all logits).
+        replay_seed (int, optional): The ``ReplayDataset`` seed (replay).
     """
 
     def __init__(self, root: str, num_samples: int, view_counts: List[int],
-                 num_classes: int, block_size: int = 1024):
+                 num_classes: int, block_size: int = 1024,
+                 mode: str = 'exact', topk: Optional[int] = None,
+                 replay_seed: Optional[int] = None):
         if osp.exists(osp.join(root, 'index.json')):
             raise FileExistsError(
                 f'{root} already holds a teacher store. Fix: choose a new '
                 '--out directory or delete that one.')
+        if topk is not None and not 1 <= int(topk) <= num_classes:
+            raise ValueError(f'topk must be in [1, {num_classes}] (the class '
+                             f'count), got {topk}.')
         os.makedirs(root, exist_ok=True)
         self.root = root
         self.index = dict(
-            format=FORMAT, version=VERSION, mode='exact',
+            format=FORMAT, version=VERSION, mode=mode,
             num_samples=int(num_samples), view_counts=list(view_counts),
             num_views=int(np.prod(view_counts)), num_classes=int(num_classes),
-            dtype='float32', block_size=int(block_size))
+            dtype='float32', block_size=int(block_size),
+            topk=None if topk is None else int(topk),
+            replay_seed=replay_seed)
         self.arrays = {
             key: np.memmap(osp.join(root, name), dtype=dtype, mode='w+',
-                           shape=_shapes(self.index)[key])
-            for key, (name, dtype) in FILES.items()}
+                           shape=shape)
+            for key, (name, dtype, shape) in layout(self.index).items()}
         self.arrays['labels'][:] = -1
 
     def write(self, samples: np.ndarray, views: np.ndarray, logits: Tensor,
               labels: np.ndarray) -> None:
-        """Store ``logits[i]`` as view ``views[i]`` of ``samples[i]``."""
-        self.arrays['logits'][samples, views] = logits.detach().cpu().float(
-        ).numpy()
+        """Store ``logits[i]`` (or its top-k) as view ``views[i]`` of
+        ``samples[i]``."""
+        k = self.index['topk']
+        if k:
+            values, indices, rest = topk_rows(logits, k)
+            self.arrays['values'][samples, views] = values.cpu().numpy()
+            self.arrays['indices'][samples, views] = indices.cpu().numpy()
+            self.arrays['rest'][samples, views] = rest.cpu().numpy()
+        else:
+            self.arrays['logits'][samples, views] = logits.detach().cpu(
+            ).float().numpy()
         self.arrays['filled'][samples, views] = 1
         self.arrays['labels'][samples] = labels
 
@@ -210,7 +288,7 @@ class TeacherStoreWriter:
         for array in self.arrays.values():
             array.flush()
         n, bs = self.index['num_samples'], self.index['block_size']
-        arrays = [self.arrays[k] for k in FILES]
+        arrays = list(self.arrays.values())
         self.index['block_sha256'] = [
             _block_digest(arrays, s, min(s + bs, n)) for s in range(0, n, bs)]
         self.index['views_filled'] = int(self.arrays['filled'].sum())
@@ -247,7 +325,7 @@ class TeacherStore:
             with open(path) as f:
                 self.index = json.load(f)
             assert self.index['format'] == FORMAT
-            shapes = _shapes(self.index)
+            layout(self.index)
         except Exception as error:
             raise StoreCorruptError(
                 f'{path} is not a readable teacher-store index ({error!r}). '
@@ -257,25 +335,29 @@ class TeacherStore:
                 f'{root} is a version {self.index["version"]} store; this '
                 f'mmrankkd reads version {VERSION}. Fix: rebuild it.')
         self.arrays = {}
-        for key, (name, dtype) in FILES.items():
+        for key, (name, dtype, shape) in layout(self.index).items():
             file = osp.join(root, name)
-            expected = int(np.prod(shapes[key])) * np.dtype(dtype).itemsize
+            expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
             size = osp.getsize(file) if osp.isfile(file) else None
             if size != expected:
                 raise StoreCorruptError(
                     f'{file} is {size} bytes, the index says {expected} '
-                    f'({shapes[key]} {np.dtype(dtype).name}): the store is '
+                    f'({shape} {np.dtype(dtype).name}): the store is '
                     'truncated or was changed. Fix: rebuild it.')
             self.arrays[key] = np.memmap(file, dtype=dtype, mode='r',
-                                         shape=shapes[key])
+                                         shape=shape)
         self.num_samples = self.index['num_samples']
         self.view_counts = list(self.index['view_counts'])
         self.num_classes = self.index['num_classes']
+        #: ``'exact'`` or ``'replay'``.
+        self.mode = self.index.get('mode', 'exact')
+        #: Top-k kept per view (None: all logits).
+        self.topk = self.index.get('topk')
         self._verified = np.zeros(len(self.index['block_sha256']), bool)
 
     def _verify_blocks(self, samples: np.ndarray) -> None:
         bs = self.index['block_size']
-        arrays = [self.arrays[k] for k in FILES]
+        arrays = list(self.arrays.values())
         for block in np.unique(samples // bs):
             if self._verified[block]:
                 continue
@@ -315,6 +397,16 @@ class TeacherStore:
                 f'Samples {bad.tolist()[:8]} are not in teacher store '
                 f'{self.root} ({self.num_samples} samples). Fix: build the '
                 'store for the whole training set.')
+        num_views = self.index['num_views']
+        if len(views) and (views.min() < 0 or views.max() >= num_views):
+            bad = views[(views < 0) | (views >= num_views)]
+            what = ('epochs' if self.mode == 'replay' else 'views')
+            raise MissingViewError(
+                f'Teacher store {self.root} holds {what} 0..{num_views - 1}; '
+                f'the batch asks for {sorted(set(bad.tolist()))[:8]}. Fix: '
+                + ('build the store for every training epoch (tools/'
+                   'build_teacher_store.py --epochs).' if self.mode ==
+                   'replay' else 'rebuild it with this pipeline.'))
         if self.verify:
             self._verify_blocks(samples)
         missing = self.arrays['filled'][samples, views] == 0
@@ -326,6 +418,12 @@ class TeacherStore:
                 '. Fix: build it for every sample and view (no '
                 '--num-samples), or set model.teacher_store.on_missing='
                 "'live' to run the teacher for such batches.")
+        if self.topk:
+            arrays = self.arrays
+            return expand_topk(np.asarray(arrays['values'][samples, views]),
+                               np.asarray(arrays['indices'][samples, views]),
+                               np.asarray(arrays['rest'][samples, views]),
+                               self.num_classes)
         return np.asarray(self.arrays['logits'][samples, views])
 
     def labels(self, samples: np.ndarray) -> np.ndarray:
@@ -378,27 +476,53 @@ class StoredTeacher:
         counts = self.store.view_counts
         for ds in data_samples:
             meta = ds.metainfo
-            if 'sample_idx' not in meta or VIEW_KEY not in meta:
-                raise MissingViewError(
-                    'A training sample does not say which view it is '
-                    f'(metainfo has {sorted(meta)}; needs sample_idx and '
-                    f'{VIEW_KEY}). Fix: use mmrankkd.ViewRandomCrop / '
-                    'mmrankkd.ViewRandomFlip in the training pipeline and '
-                    "PackInputs(meta_keys=(..., 'sample_idx', "
-                    f"'{VIEW_KEY}')); see docs/teacher_store.md.")
-            parts = meta[VIEW_KEY]
-            if [int(c) for _, c in parts] != counts:
-                raise StoreMismatchError(
-                    f'The sample\'s view transforms have '
-                    f'{[c for _, c in parts]} views, the store '
-                    f'{counts}: the training pipeline differs from the '
-                    'store\'s. Fix: train with the pipeline the store was '
-                    'built with, or rebuild the store.')
+            if self.store.mode == 'replay':
+                views.append(self._replay_epoch(meta))
+            else:
+                views.append(self._exact_view(meta, counts))
             samples.append(int(meta['sample_idx']))
-            views.append(view_id(parts))
             if 'gt_label' in ds:
                 labels.append(int(ds.gt_label.reshape(-1)[0]))
         return np.asarray(samples), np.asarray(views), labels
+
+    @staticmethod
+    def _exact_view(meta: dict, counts: List[int]) -> int:
+        if 'sample_idx' not in meta or VIEW_KEY not in meta:
+            raise MissingViewError(
+                'A training sample does not say which view it is '
+                f'(metainfo has {sorted(meta)}; needs sample_idx and '
+                f'{VIEW_KEY}). Fix: use mmrankkd.ViewRandomCrop / '
+                'mmrankkd.ViewRandomFlip in the training pipeline and '
+                "PackInputs(meta_keys=(..., 'sample_idx', "
+                f"'{VIEW_KEY}')); see docs/teacher_store.md.")
+        parts = meta[VIEW_KEY]
+        if [int(c) for _, c in parts] != counts:
+            raise StoreMismatchError(
+                f'The sample\'s view transforms have '
+                f'{[c for _, c in parts]} views, the store '
+                f'{counts}: the training pipeline differs from the '
+                'store\'s. Fix: train with the pipeline the store was '
+                'built with, or rebuild the store.')
+        return view_id(parts)
+
+    def _replay_epoch(self, meta: dict) -> int:
+        if 'sample_idx' not in meta or REPLAY_KEY not in meta:
+            raise MissingViewError(
+                f'Teacher store {self.store.root} is a replay store, but a '
+                'training sample has no replayed view (metainfo has '
+                f'{sorted(meta)}; needs sample_idx and {REPLAY_KEY}). Fix: '
+                "train_dataloader.dataset=dict(type='mmrankkd.ReplayDataset',"
+                " seed=..., dataset=...) with sampler=dict(type='mmrankkd."
+                "ReplaySampler', ...); see docs/teacher_store.md.")
+        seed, epoch = meta[REPLAY_KEY]
+        stored = self.store.index.get('replay_seed')
+        if int(seed) != stored:
+            raise StoreMismatchError(
+                f'The training views are replayed with ReplayDataset seed '
+                f'{seed}, teacher store {self.store.root} with seed '
+                f'{stored}: other views. Fix: set the ReplayDataset seed to '
+                f'{stored}, or rebuild the store.')
+        return int(epoch)
 
     def logits(self, inputs: Tensor,
                data_samples: Optional[list] = None) -> Tensor:
@@ -437,6 +561,11 @@ class StoredTeacher:
     def spot_check(self, stored: Tensor, inputs: Tensor, data_samples,
                    samples, views) -> None:
         live = self.live.logits(inputs, data_samples)
+        if self.store.topk:  # compare what the store keeps of them
+            kept = topk_rows(live, self.store.topk)
+            live = torch.from_numpy(expand_topk(
+                *(x.cpu().numpy() for x in kept),
+                self.store.num_classes)).to(live.device)
         self.spot_checks += 1
         diff = (live - stored).abs().max().item()
         scale = max(live.abs().max().item(), 1.0)
@@ -473,6 +602,33 @@ def check_storable(distiller) -> None:
             'model.teacher_store).')
 
 
+def check_topk_losses(losses: Dict, store: TeacherStore) -> None:
+    """Refuse a top-k store for losses that need every logit or the whole
+    ranking (:meth:`BaseLogitLoss.teacher_topk`); log which losses take
+    it exactly and which approximately."""
+    k = store.topk
+    verdicts = {name: (loss.teacher_topk(k) if hasattr(loss, 'teacher_topk')
+                       else 'refused') for name, loss in losses.items()}
+    named = {v: [f'{n} ({type(losses[n]).__name__})' for n, got in
+                 verdicts.items() if got == v]
+             for v in ('exact', 'approximate', 'refused')}
+    if named['refused']:
+        raise StoreMismatchError(
+            f'Teacher store {store.root} keeps only the top-{k} logits of '
+            f'each view, and {", ".join(named["refused"])} need every logit '
+            f'or the whole ranking (DIST, CMKD, Plackett-Luce, Kendall '
+            f'without topk <= {k}). Fix: build a full store (no --topk) '
+            'or train these losses with the live teacher.')
+    if named['approximate']:
+        print_log(
+            f'Teacher store {store.root} keeps the top-{k} logits of each '
+            f'view: {", ".join(named["approximate"])} get an approximate '
+            'teacher (the other classes share the rest of its softmax mass '
+            'evenly)' + (f'; {", ".join(named["exact"])} exact'
+                         if named['exact'] else '') + '.',
+            logger='current', level=logging.WARNING)
+
+
 def build_stored_teacher(cfg: Union[str, dict], distiller) -> StoredTeacher:
     """``model.teacher_store`` -> a :class:`StoredTeacher` around the
     distiller's live teacher, refusing a store that does not fit.
@@ -488,11 +644,16 @@ def build_stored_teacher(cfg: Union[str, dict], distiller) -> StoredTeacher:
     check_storable(distiller)
     store = TeacherStore(cfg.pop('path'), verify=cfg.pop('verify', True))
     store.check_identity(teacher_identity(distiller))
+    if store.topk:
+        check_topk_losses(distiller.distill_losses, store)
     source = StoredTeacher(store, distiller.teacher_source, **cfg)
+    what = 'epochs' if store.mode == 'replay' else 'views'
+    kept = f'top-{store.topk}' if store.topk else 'all'
     print_log(
-        f'Teacher logits from store {store.root} '
-        f'({store.num_samples} samples x {store.index["num_views"]} views, '
-        f'{store.index["views_filled"]} built); the live teacher runs only '
+        f'Teacher logits from {store.mode} store {store.root} '
+        f'({store.num_samples} samples x {store.index["num_views"]} {what}, '
+        f'{store.index["views_filled"]} built, {kept} logits kept); the '
+        'live teacher runs only '
         'for validation' + (f' and a spot check every '
                             f'{source.spot_check_interval} batches'
                             if source.spot_check_interval else '') + '.',
@@ -513,7 +674,7 @@ def check_store_config(cfg) -> None:
     with open(index_path) as f:
         index = json.load(f)
     dataset = cfg.train_dataloader.dataset
-    pipeline = pipeline_record(dataset.get('pipeline', []))
+    pipeline = pipeline_record(training_pipeline(dataset))
     if pipeline != index.get('pipeline'):
         raise StoreMismatchError(
             f'The training pipeline differs from teacher store {path}\'s.\n'
@@ -521,9 +682,30 @@ def check_store_config(cfg) -> None:
             f'  store:    {json.dumps(index.get("pipeline"))}\n'
             'Fix: train with the store\'s pipeline, or rebuild the store '
             'from this config.')
+    if index.get('mode') == 'replay':
+        _check_replay_run(cfg, index, str(path))
     record = dataset_record(dataset)
     if record != index.get('dataset'):
         raise StoreMismatchError(
             f'The training data set {record} differs from teacher store '
             f'{path}\'s {index.get("dataset")}. Fix: train on the store\'s '
             'data set, or rebuild the store.')
+
+
+
+def _check_replay_run(cfg, index: Dict, path: str) -> None:
+    """A replay store needs the replay sampler, and an epoch-based run no
+    more epochs than the store holds."""
+    sampler = cfg.train_dataloader.get('sampler') or {}
+    if 'ReplaySampler' not in str(sampler.get('type', '')):
+        raise StoreMismatchError(
+            f'Teacher store {path} is a replay store, but train_dataloader.'
+            f'sampler is {sampler.get("type")!r}: the data loader would not '
+            "tell the views' epochs. Fix: sampler=dict(type='mmrankkd."
+            f"ReplaySampler', sampler={plain(sampler)!r}).")
+    epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
+    if epochs and int(epochs) > index['num_views']:
+        raise StoreMismatchError(
+            f'train_cfg.max_epochs={epochs}, but teacher store {path} holds '
+            f'the views of {index["num_views"]} epochs. Fix: build the store '
+            f'with --epochs {epochs}, or train fewer epochs.')

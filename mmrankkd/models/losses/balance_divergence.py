@@ -81,6 +81,10 @@ class BalanceDivergenceLoss(BaseLogitLoss):
         """Classes ('pixel') or, per channel, positions ('channel')."""
         return (2, 3) if self.mode == 'channel' else (1, )
 
+    def teacher_topk(self, k: int) -> str:
+        """A top-k teacher: approximate (see :class:`BaseLogitLoss`)."""
+        return 'approximate'
+
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
                 valid: Optional[Tensor]) -> Tensor:

@@ -143,6 +143,10 @@ class CTKDLoss(BaseLogitLoss):
             theta = GradientReversal.apply(theta, lambda_)
         return self.t_start + self.t_end * torch.sigmoid(theta)
 
+    def teacher_topk(self, k: int) -> str:
+        """A top-k teacher: approximate (see :class:`BaseLogitLoss`)."""
+        return 'approximate'
+
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
                 valid: Optional[Tensor]) -> Tensor:

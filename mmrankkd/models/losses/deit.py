@@ -61,6 +61,11 @@ class DeiTDistillationLoss(BaseLogitLoss):
         self.mode = mode
         self.temperature = self.positive('temperature', temperature)
 
+    def teacher_topk(self, k: int) -> str:
+        """A top-k teacher: exact for ``'hard'`` (its argmax is kept),
+        approximate for ``'soft'``."""
+        return 'exact' if self.mode == 'hard' else 'approximate'
+
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
                 valid: Optional[Tensor]) -> Tensor:

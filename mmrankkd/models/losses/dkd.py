@@ -55,6 +55,10 @@ class DKDLoss(BaseLogitLoss):
         self.beta = float(beta)
         self.temperature = self.positive('temperature', temperature)
 
+    def teacher_topk(self, k: int) -> str:
+        """A top-k teacher: approximate (see :class:`BaseLogitLoss`)."""
+        return 'approximate'
+
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
                 valid: Optional[Tensor]) -> Tensor:

@@ -85,6 +85,16 @@ class KendallRankLoss(BaseLogitLoss):
         self.smooth_teacher = bool(smooth_teacher)
         self.block_bytes = int(self.positive('block_bytes', block_bytes))
 
+    def teacher_topk(self, k: int) -> str:
+        """A top-k teacher: with ``topk <= k`` every pair's first member
+        and its teacher sign are kept (up to a tie between the k-th value
+        and a dropped one), so the loss is exact with the hard teacher
+        sign and approximate with ``smooth_teacher``; without ``topk`` (or
+        a larger one) it needs the whole ranking and is refused."""
+        if self.topk is None or self.topk > k:
+            return 'refused'
+        return 'approximate' if self.smooth_teacher else 'exact'
+
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
                 valid: Optional[Tensor]) -> Tensor:

@@ -100,6 +100,10 @@ class WTTMLoss(BaseLogitLoss):
         self.gamma = self.positive('gamma', gamma)
         self.weighted = bool(weighted)
 
+    def teacher_topk(self, k: int) -> str:
+        """A top-k teacher: approximate (see :class:`BaseLogitLoss`)."""
+        return 'approximate'
+
     def compute(self, student: Tensor, teacher: Tensor,
                 labels: Optional[Tensor],
                 valid: Optional[Tensor]) -> Tensor:

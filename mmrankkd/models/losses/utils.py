@@ -327,6 +327,16 @@ class BaseLogitLoss(nn.Module):
         __init__._takes_standardization = True
         cls.__init__ = __init__
 
+    def teacher_topk(self, k: int) -> str:
+        """How this loss takes a teacher known only by its top-``k`` logits
+        (a top-k teacher store: the other classes share the rest of the
+        softmax mass evenly): ``'exact'`` (the loss value is the one the
+        full logits give), ``'approximate'`` (it tolerates the even
+        spread, as TinyViT's top-k distillation does) or ``'refused'``
+        (it needs every value or the whole ranking). A loss that does not
+        say is refused."""
+        return 'refused'
+
     def standardize_dims(self) -> Tuple[int, ...]:
         """The dimensions of one softmax distribution of this loss, along
         which ``logit_standardization`` z-scores: the classes (dim 1), or

@@ -1,0 +1,206 @@
+"""Augmentation replayed from a seed: one view per (epoch, sample).
+
+Continuous augmentations (ImageNet's ``RandomResizedCrop``, Cityscapes'
+random resize and crop) have too many outcomes to store the teacher's
+logits for all of them. Instead, the view a sample gets in epoch ``e`` is
+fixed in advance: :class:`ReplayDataset` runs the wrapped data set's
+pipeline for sample ``i`` in epoch ``e`` with every global random
+generator (numpy's, Python's ``random``, torch's CPU generator) seeded from
+``(seed, e, i)``, so that the same view comes out wherever and whenever it
+is made: in a data loader worker of rank 3 during training, or in
+``tools/build_teacher_store.py`` which runs the teacher once on each
+``(e, i)``. The generators are restored afterwards.
+
+The epoch reaches the workers through the sampler, the one part of the
+data loader that lives in the main process and knows it:
+:class:`ReplaySampler` wraps mmengine's sampler and yields ``(epoch, i)``
+keys, so it works with any number of workers, ``persistent_workers`` and
+DDP alike::
+
+    train_dataloader = dict(
+        sampler=dict(type='mmrankkd.ReplaySampler',
+                     sampler=dict(type='DefaultSampler', shuffle=True)),
+        dataset=dict(type='mmrankkd.ReplayDataset', seed=0,
+                     dataset=dict(type='ImageNet', ...,
+                                  pipeline=train_pipeline)))
+
+Each data sample's metainfo gets ``sample_idx`` (the index in the
+:class:`ReplayDataset`) and ``replay_view = (seed, epoch)``, which
+:class:`~mmrankkd.models.distillers.teacher_store.StoredTeacher` reads.
+
+Note: the views depend on ``ReplayDataset.seed``, not on the run's seed;
+runs of several seeds that share a store see the same views (their sample
+order, initialisation and everything else still differ).
+"""
+import contextlib
+import random
+from typing import Iterator, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from mmengine.dataset import InfiniteSampler
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from torch.utils.data import Sampler
+
+from mmrankkd.registry import DATA_SAMPLERS, DATASETS
+
+#: The metainfo key holding ``(seed, epoch)`` of a replayed view.
+REPLAY_KEY = 'replay_view'
+
+
+def replay_seed(seed: int, epoch: int, index: int) -> int:
+    """The 32-bit seed of sample ``index``'s view in ``epoch`` (numpy's
+    ``SeedSequence``: the same on every platform)."""
+    return int(np.random.SeedSequence(
+        [int(seed), int(epoch), int(index)]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def seeded_generators(seed: int):
+    """Seed numpy's, Python's and torch's (CPU) global generators with
+    ``seed`` for the block; restore their states afterwards."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    torch_state = torch.get_rng_state()
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.random.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        torch.set_rng_state(torch_state)
+
+
+@DATASETS.register_module()
+class ReplayDataset:
+    """A data set whose augmentation is replayed from ``(seed, epoch, i)``.
+
+    Indexed with ``(epoch, i)`` keys (from :class:`ReplaySampler`); any
+    mmengine data set inside (mmpretrain's, mmseg's, ``RepeatDataset``...).
+
+    Args:
+        dataset (dict | Dataset): The data set (config) whose pipeline is
+            replayed.
+        seed (int): The replay seed; a teacher store records it. Defaults
+            to 0.
+        lazy_init (bool): Defer the wrapped data set's ``full_init``.
+            Defaults to False.
+    """
+
+    def __init__(self, dataset: Union[dict, object], seed: int = 0,
+                 lazy_init: bool = False):
+        self.dataset = (MMENGINE_DATASETS.build(dataset)
+                        if isinstance(dataset, dict) else dataset)
+        self.seed = int(seed)
+        if not lazy_init:
+            self.full_init()
+
+    @property
+    def metainfo(self) -> dict:
+        return self.dataset.metainfo
+
+    @property
+    def pipeline(self):
+        return getattr(self.dataset, 'pipeline', None)
+
+    def full_init(self) -> None:
+        if hasattr(self.dataset, 'full_init'):
+            self.dataset.full_init()
+
+    def get_data_info(self, index: int) -> dict:
+        return self.dataset.get_data_info(index)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Tuple[int, int]) -> dict:
+        if not (isinstance(key, (tuple, list)) and len(key) == 2):
+            raise TypeError(
+                f'ReplayDataset is indexed with (epoch, index) keys, got '
+                f'{key!r}. Fix: train_dataloader.sampler=dict(type='
+                "'mmrankkd.ReplaySampler', sampler=dict(type="
+                "'DefaultSampler', shuffle=True)) (or the InfiniteSampler "
+                'of an iteration-based run).')
+        epoch, index = int(key[0]), int(key[1])
+        with seeded_generators(replay_seed(self.seed, epoch, index)):
+            data = self.dataset[index]
+        samples = data['data_samples']
+        for sample in samples if isinstance(samples, list) else [samples]:
+            sample.set_metainfo({'sample_idx': index,
+                                 REPLAY_KEY: (self.seed, epoch)})
+        return data
+
+
+@DATA_SAMPLERS.register_module()
+class ReplaySampler(Sampler):
+    """mmengine's sampler yielding ``(epoch, index)`` keys for
+    :class:`ReplayDataset`.
+
+    The epoch is the one the training loop sets (``set_epoch``: mmengine's
+    ``DefaultSampler``); for an ``InfiniteSampler`` (iteration-based runs)
+    it is the pass over the data set that the index belongs to (the
+    infinite sampler deals each pass, a permutation, across the ranks), so
+    ``(epoch, index)`` names one draw in either case.
+
+    Args:
+        dataset: The data set (given by the runner).
+        sampler (dict | Sampler): The sampler whose indices are keyed.
+            Defaults to ``dict(type='DefaultSampler', shuffle=True)``.
+        seed (int, optional): Passed to the wrapped sampler (given by the
+            runner).
+        **sampler_args: Further arguments of the wrapped sampler config
+            (e.g. ``shuffle=True`` that a base config's
+            ``sampler=dict(type='DefaultSampler', shuffle=True)`` leaves
+            when a derived config merges this sampler into it); the
+            wrapped config's own values win.
+    """
+
+    def __init__(self, dataset, sampler: Union[dict, Sampler, None] = None,
+                 seed: Optional[int] = None, **sampler_args):
+        sampler = dict(type='DefaultSampler', shuffle=True) \
+            if sampler is None else sampler
+        if isinstance(sampler, dict):
+            sampler = MMENGINE_DATA_SAMPLERS.build(
+                dict(sampler_args, **sampler),
+                default_args=dict(dataset=dataset, seed=seed))
+        elif sampler_args:
+            raise TypeError(
+                f'ReplaySampler: {sorted(sampler_args)} are arguments of the '
+                'wrapped sampler, which is already built. Fix: remove them.')
+        self.sampler = sampler
+        self.infinite = isinstance(sampler, InfiniteSampler)
+        if not self.infinite and not hasattr(sampler, 'set_epoch'):
+            raise TypeError(
+                f'ReplaySampler wraps a sampler that knows the epoch '
+                f'(set_epoch) or an InfiniteSampler; {type(sampler).__name__}'
+                ' is neither. Fix: wrap DefaultSampler or InfiniteSampler.')
+        self.epoch = 0
+        self._last_epoch = None  # the epoch last iterated (finite samplers)
+        self._drawn = 0  # indices taken from an infinite sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        if self.infinite:
+            inner = self.sampler
+            for index in inner:  # continues the sampler's own generator
+                position = inner.rank + self._drawn * inner.world_size
+                self._drawn += 1
+                yield position // inner.size, int(index)
+            return
+        if self._last_epoch == self.epoch:
+            raise RuntimeError(
+                f'ReplaySampler iterated twice in epoch {self.epoch} without '
+                'set_epoch: every pass would replay the same views. Fix: '
+                'use it in an mmengine training loop (which sets the epoch), '
+                'or call set_epoch before each pass.')
+        self._last_epoch = self.epoch
+        for index in self.sampler:
+            yield self.epoch, int(index)
