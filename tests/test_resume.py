@@ -129,6 +129,14 @@ LOOPS = {
                      log_processor=dict(by_epoch=False),
                      default_hooks=dict(checkpoint=dict(by_epoch=False)))),
 }
+# The iteration loop with replayed views (mmrankkd.ReplaySampler around the
+# InfiniteSampler, mmrankkd.ReplayDataset around the data set): the
+# sampler seed restored through the wrapper, the views' passes counted
+# again from the restored index stream.
+LOOPS['replay'] = dict(LOOPS['iter'], replay=True, extra=dict(
+    LOOPS['iter']['extra'], train_dataloader=dict(sampler=dict(
+        type='mmrankkd.ReplaySampler',
+        sampler=dict(type='InfiniteSampler', shuffle=True)))))
 
 
 @pytest.fixture(scope='module')
@@ -165,6 +173,10 @@ def _cls_train(cifar, loop, workers, work_dir, resume=False):
     cfg = Config.fromfile(str(path))
     cfg.train_cfg = spec['train_cfg']
     cfg.merge_from_dict(spec.get('extra', {}))
+    if spec.get('replay'):
+        cfg.train_dataloader.dataset = dict(
+            type='mmrankkd.ReplayDataset', seed=0,
+            dataset=cfg.train_dataloader.dataset)
     assert cfg.randomness.seed is None
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f'resume_{next(_RUN_IDS)}'
@@ -178,6 +190,7 @@ def _cls_train(cifar, loop, workers, work_dir, resume=False):
 @pytest.mark.parametrize('loop,workers', [
     ('epoch', 0),
     ('iter', 2),
+    ('replay', 2),
     pytest.param('epoch', 2, marks=pytest.mark.matrix),
     pytest.param('iter', 0, marks=pytest.mark.matrix),
 ])

@@ -178,7 +178,8 @@ class ReplaySampler(Sampler):
                 ' is neither. Fix: wrap DefaultSampler or InfiniteSampler.')
         self.epoch = 0
         self._last_epoch = None  # the epoch last iterated (finite samplers)
-        self._drawn = 0  # indices taken from an infinite sampler
+        self._stream = None  # an infinite sampler's index generator
+        self._drawn = 0  # indices taken from it
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -189,8 +190,14 @@ class ReplaySampler(Sampler):
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         if self.infinite:
+            # The infinite sampler's index generator is made once and
+            # continued by every pass; count the draws from that generator
+            # (a new one, e.g. after its seed was restored on resume,
+            # starts the count again).
             inner = self.sampler
-            for index in inner:  # continues the sampler's own generator
+            if inner.indices is not self._stream:
+                self._stream, self._drawn = inner.indices, 0
+            for index in self._stream:
                 position = inner.rank + self._drawn * inner.world_size
                 self._drawn += 1
                 yield position // inner.size, int(index)

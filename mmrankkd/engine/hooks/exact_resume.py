@@ -95,8 +95,13 @@ def _built_loop(runner, name: str) -> Optional[BaseLoop]:
 
 
 def _sampler(loader):
-    """The index sampler (inside the batch sampler when there is one)."""
-    return getattr(loader.batch_sampler, 'sampler', None) or loader.sampler
+    """The index sampler (inside the batch sampler when there is one, and
+    inside a wrapper such as ``mmrankkd.ReplaySampler`` that has its own
+    ``sampler``)."""
+    sampler = getattr(loader.batch_sampler, 'sampler', None) or loader.sampler
+    while not hasattr(sampler, 'seed') and hasattr(sampler, 'sampler'):
+        sampler = sampler.sampler
+    return sampler
 
 
 def _loader_seeds(loader) -> dict:
