@@ -410,3 +410,57 @@ def test_two_gloo_ranks_read_their_own_samples(setup, tmp_path, mode):
     # 8 samples / (2 ranks x batch 2) = 2 iterations per epoch (one rank
     # would run 4).
     assert len(train) == EPOCHS * 2
+
+
+def _tiny_imagenet(root: Path, num: int = 4) -> str:
+    """ImageNet's layout (train/<wnid>/*.JPEG, meta/train.txt) with a few
+    random 64x80 images, read by mmpretrain's ImageNet class."""
+    import cv2
+    rng = np.random.RandomState(0)
+    lines = []
+    for i in range(num):
+        rel = f'n{i:08d}/img_{i}.JPEG'
+        (root / 'train' / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / 'train' / rel),
+                    rng.randint(0, 255, (64, 80, 3), np.uint8))
+        lines.append(f'{rel} {i * 7}')
+    (root / 'meta').mkdir(parents=True, exist_ok=True)
+    (root / 'meta' / 'train.txt').write_text('\n'.join(lines) + '\n')
+    return str(root)
+
+
+@pytest.mark.slow
+def test_shipped_imagenet_replay_config(tmp_path):
+    """configs/imagenet/kd-replay_...: its replayed training set builds a
+    top-10 store (ResNet-34 teacher at 224), and the ResNet-18 distiller
+    with that store reads the top-10 of the live teacher's logits on the
+    views the data loader makes (spot check on the batch)."""
+    cfg = Config.fromfile(str(
+        REPO / 'configs' / 'imagenet' /
+        'kd-replay_resnet34_resnet18_8xb32_in1k.py'))
+    cfg.train_dataloader.dataset.dataset.data_root = _tiny_imagenet(
+        tmp_path / 'imagenet')
+    torch.manual_seed(0)
+    from mmengine.hub import get_config
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        teacher = MODELS.build(get_config(
+            'mmpretrain::resnet/resnet34_8xb32_in1k.py').model)
+    torch.save({'state_dict': teacher.state_dict()}, tmp_path / 't.pth')
+    cfg.model.teacher_ckpt = str(tmp_path / 't.pth')
+    index = build_store(cfg, str(tmp_path / 'store'), batch_size=4,
+                        epochs=2, topk=10, device='cpu',
+                        log=lambda *a: None)
+    assert index['mode'] == 'replay' and index['topk'] == 10
+    assert index['views_filled'] == 4 * 2 and index['num_classes'] == 1000
+    cfg.model.teacher_store = dict(path=str(tmp_path / 'store'),
+                                   spot_check_interval=1)
+    cfg.train_cfg.max_epochs = 2
+    check_run_config(cfg)
+    dataset = _dataset(cfg)
+    batch = _epoch_batches(dataset, 1, 4)[0]
+    model = MODELS.build(cfg.model)
+    data = model.data_preprocessor(batch, True)
+    assert data['inputs'].shape == (4, 3, 224, 224)
+    rows = model.teacher_logits(data['inputs'], data['data_samples'])
+    assert model.teacher_source.spot_checks == 1 and rows.shape == (4, 1000)
