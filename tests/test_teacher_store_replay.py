@@ -133,6 +133,40 @@ def test_replayed_views_are_bit_identical(setup):
         dataset[2]
 
 
+def test_replay_wraps_mmseg_and_concat_data_sets(cityscapes_root):
+    """mmseg's Cityscapes with its random resize, crop (category-ratio
+    retries), flip and photometric distortion, and a ConcatDataset: one
+    view per (epoch, i), image and label alike."""
+    from mmengine.registry import DATASETS, init_default_scope
+    init_default_scope('mmseg')
+    inner = dict(
+        type='CityscapesDataset', data_root=str(cityscapes_root),
+        data_prefix=dict(img_path='leftImg8bit/train',
+                         seg_map_path='gtFine/train'),
+        pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='LoadAnnotations'),
+                  dict(type='RandomResize', scale=(128, 64),
+                       ratio_range=(0.5, 2.0), keep_ratio=True),
+                  dict(type='RandomCrop', crop_size=(32, 64),
+                       cat_max_ratio=0.75),
+                  dict(type='RandomFlip', prob=0.5),
+                  dict(type='PhotoMetricDistortion'),
+                  dict(type='PackSegInputs')])
+    dataset = DATASETS.build(dict(
+        type='mmrankkd.ReplayDataset', seed=1,
+        dataset=dict(type='ConcatDataset', datasets=[inner, inner])))
+    assert len(dataset) == 8
+    views = {}
+    for key in [(0, 5), (1, 5), (0, 1), (0, 5)]:
+        out = dataset[key]
+        assert out['data_samples'].replay_view == (1, key[0])
+        pair = (out['inputs'], out['data_samples'].gt_sem_seg.data)
+        if key in views:
+            assert all(torch.equal(a, b) for a, b in zip(pair, views[key]))
+        views[key] = pair
+    assert not torch.equal(views[(0, 5)][0], views[(1, 5)][0])
+
+
 def test_replay_sampler_keys():
     """Finite samplers: (set epoch, index), and a second pass in the same
     epoch is refused. Infinite samplers: (pass, index) from each rank's
@@ -340,9 +374,13 @@ def test_runner_trains_from_a_replay_store(setup, tmp_path):
     assert all('distill.loss_kd' in l for l in train)
 
 
-def test_wrapped_data_set_exact_store(tmp_path):
-    """Exact mode through RepeatDataset: the builder enumerates the inner
-    data set (sample_idx is the inner index), training reads it."""
+@pytest.mark.parametrize('wrapper', [
+    dict(type='RepeatDataset', times=3),
+    dict(type='ClassBalancedDataset', oversample_thr=1.0)])
+def test_wrapped_data_set_exact_store(tmp_path, wrapper):
+    """Exact mode through RepeatDataset / ClassBalancedDataset: the
+    builder enumerates the inner data set (sample_idx is the inner index),
+    training reads it."""
     root = make_synthetic_cifar100(str(tmp_path / 'cifar'), num_train=4,
                                    num_test=2)
     torch.manual_seed(1)
@@ -356,8 +394,7 @@ def test_wrapped_data_set_exact_store(tmp_path):
     cfg.model.teacher_ckpt = str(ckpt)
     inner = cfg.train_dataloader.dataset
     inner.data_root = root
-    cfg.train_dataloader.dataset = dict(type='RepeatDataset', times=3,
-                                        dataset=inner)
+    cfg.train_dataloader.dataset = dict(wrapper, dataset=inner)
     with disable_cifar100_md5_check():
         index = build_store(cfg, str(tmp_path / 'store'), batch_size=512,
                             device='cpu', log=lambda *a: None)
@@ -368,10 +405,10 @@ def test_wrapped_data_set_exact_store(tmp_path):
                                    spot_check_tol=1e-5)
     check_run_config(cfg)
     dataset = _dataset(cfg)
-    assert len(dataset) == 12
+    assert len(dataset) > 4  # repeated / oversampled
     model = MODELS.build(cfg.model)
     data = model.data_preprocessor(pseudo_collate(
-        [dataset[i] for i in (0, 5, 11)]), True)
+        [dataset[i] for i in (0, 3, len(dataset) - 1)]), True)
     model.teacher_logits(data['inputs'], data['data_samples'])
     assert model.teacher_source.spot_checks == 1
     cfg.train_dataloader.dataset = dict(type='ConcatDataset',

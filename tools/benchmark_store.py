@@ -220,7 +220,8 @@ def replay_rows(args, tmp, root):
             print(f'Data, 64 samples: plain {data_s[0] * 1e3:.1f} ms, '
                   f'replayed {data_s[1] * 1e3:.1f} ms '
                   f'({(data_s[1] - data_s[0]) / 64 * 1e6:.0f} us per sample '
-                  'for seeding and restoring the generators)\n')
+                  'more with replay: seeding, handing back the generators, '
+                  'metainfo; the views themselves differ too)\n')
             print('| pair | student step ms | live / student | replay store '
                   '/ student | top-10 replay store / student |\n'
                   '|---|---|---|---|---|')

@@ -1,11 +1,20 @@
 """The teacher-logit store: the teacher's logits computed once, read back.
 
 A distillation run asks its teacher for the logits of each training view.
-Where the augmentation has finitely many outcomes (the CIFAR recipe's
-``RandomCrop(32, padding=4)`` + horizontal flip: 81 x 2 = 162 views per
-image) every view can be run through the teacher once, by
-``tools/build_teacher_store.py``, and every later run of that teacher (any
-student, loss or seed) reads the logits instead of running the teacher.
+``tools/build_teacher_store.py`` runs the teacher once on every view
+training will make, and every later run of that teacher (any student,
+loss or seed) reads the logits instead of running the teacher:
+
+* exact mode: the augmentation has finitely many outcomes (the CIFAR
+  recipe's ``RandomCrop(32, padding=4)`` + horizontal flip: 81 x 2 = 162
+  views per image), all stored; the view axis is the view id;
+* replay mode: any random pipeline, replayed per (epoch, sample) by
+  :class:`mmrankkd.ReplayDataset`; the view axis is the epoch.
+
+Either mode can keep only each view's top-k logits (``topk``): the values,
+their classes and the log-sum-exp of the rest, expanded back to full rows
+by :func:`expand_topk`; each loss says whether it accepts that
+(``BaseLogitLoss.teacher_topk``).
 
 A store is a directory:
 
@@ -16,7 +25,10 @@ A store is a directory:
   the sha256 of every block of rows. It is written last: a directory
   without it is an interrupted build.
 * ``logits.f32``: float32 ``(num_samples, num_views, num_classes)``,
-  C order, memory-mapped.
+  C order, memory-mapped; or, in a top-k store, ``topk_values.f32``
+  ``(num_samples, num_views, k)``, ``topk_indices.i2`` (int16; ``.i4`` for
+  more than 32,767 classes) and ``rest_logsumexp.f32``
+  ``(num_samples, num_views)``.
 * ``filled.u8``: uint8 ``(num_samples, num_views)``, 1 where a view was
   written (a build limited with ``--num-samples`` leaves the rest out).
 * ``labels.i64``: int64 ``(num_samples, )``, each sample's label, checked
@@ -25,8 +37,9 @@ A store is a directory:
 :class:`StoredTeacher` is a *teacher source* (like
 :class:`~.teacher.LiveTeacher`): ``logits(inputs, data_samples)`` reads each
 sample's ``sample_idx`` and ``teacher_view`` (recorded by
-:mod:`mmrankkd.datasets.transforms`) from its metainfo and returns the
-stored rows. Validation's teacher predictions (agreement metrics, the
+:mod:`mmrankkd.datasets.transforms`; replay: ``replay_view``, recorded by
+:class:`mmrankkd.ReplayDataset`) from its metainfo and returns the stored
+rows. Validation's teacher predictions (agreement metrics, the
 teacher's own score) still come from the live teacher, which the distiller
 keeps loaded for them and for the spot check.
 """
