@@ -187,10 +187,11 @@ def test_truncated_store_is_refused(setup):
 def test_corrupted_store_is_refused(setup):
     dst = _copy_store(setup, 'corrupt')
     data = bytearray((dst / 'logits.f32').read_bytes())
-    data[12345] ^= 0x40
+    data[12345] ^= 0x40  # sample 0, view 30 (400 bytes a view)
     (dst / 'logits.f32').write_bytes(bytes(data))
-    with pytest.raises(StoreCorruptError, match='sha256'):
-        TeacherStore(str(dst)).read(np.array([0]), np.array([0]))
+    TeacherStore(str(dst)).read(np.array([0]), np.array([29]))
+    with pytest.raises(StoreCorruptError, match='view 30'):
+        TeacherStore(str(dst)).read(np.array([0]), np.array([30]))
     # Unverified, the spot check still catches changed rows.
     flat = np.memmap(dst / 'logits.f32', np.float32, 'r+')
     flat[:] += 1.0

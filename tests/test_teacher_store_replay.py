@@ -501,3 +501,65 @@ def test_shipped_imagenet_replay_config(tmp_path):
     assert data['inputs'].shape == (4, 3, 224, 224)
     rows = model.teacher_logits(data['inputs'], data['data_samples'])
     assert model.teacher_source.spot_checks == 1 and rows.shape == (4, 1000)
+
+
+SEG_REPLAY = '''
+replay_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0),
+         keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    num_workers=2, persistent_workers=True,
+    sampler=dict(type='mmrankkd.ReplaySampler',
+                 sampler=dict(type='InfiniteSampler', shuffle=True)),
+    dataset=dict(_delete_=True, type='mmrankkd.ReplayDataset', seed=2,
+                 dataset=dict(type='CityscapesDataset', data_root=data_root,
+                              data_prefix=dict(
+                                  img_path='leftImg8bit/train',
+                                  seg_map_path='gtFine/train'),
+                              pipeline=replay_pipeline)))
+'''
+
+
+@pytest.mark.slow
+def test_dense_replay_store(seg_models, cityscapes_root, tmp_path):
+    """A PSPNet teacher's dense logits in a replay store (random resize,
+    crop, flip, photometric distortion; iteration loop, InfiniteSampler):
+    tools/train.py reads them with a spot check against the live teacher
+    on every batch (two persistent workers make the views). Exact mode
+    and top-k are refused for dense logits."""
+    from conftest import seg_distill_config
+    path = seg_distill_config(
+        tmp_path / 'replay.py', cityscapes_root, seg_models['student_cfg'],
+        seg_models['teacher_cfg'], seg_models['teacher_ckpt'],
+        extra=SEG_REPLAY)
+    cfg = Config.fromfile(path)
+    # 4 iterations x 2 images over 4 images: 2 passes.
+    index = build_store(cfg, str(tmp_path / 'store'), batch_size=3,
+                        epochs=2, device='cpu', log=lambda *a: None)
+    assert index['mode'] == 'replay' and index['spatial'] == [8, 8]
+    assert index['views_filled'] == 4 * 2
+    with pytest.raises(ValueError, match='top-k store of dense'):
+        build_store(cfg, str(tmp_path / 'topk'), epochs=2, topk=5,
+                    device='cpu', log=lambda *a: None)
+    plain = Config.fromfile(seg_distill_config(
+        tmp_path / 'plain.py', cityscapes_root, seg_models['student_cfg'],
+        seg_models['teacher_cfg'], seg_models['teacher_ckpt']))
+    with pytest.raises(ValueError, match='replay mode'):
+        build_store(plain, str(tmp_path / 'exact'), device='cpu',
+                    log=lambda *a: None)
+    run_tool([PY, 'tools/train.py', path, '--work-dir', str(tmp_path / 'wd'),
+              '--cfg-options', f'model.teacher_store.path={tmp_path}/store',
+              'model.teacher_store.spot_check_interval=1',
+              'model.teacher_store.spot_check_tol=1e-5'])
+    log = '\n'.join(Path(p).read_text()
+                    for p in glob.glob(f'{tmp_path}/wd/*/*.log'))
+    assert 'Teacher logits from replay store' in log
+    train = [l for l in log.splitlines() if 'Iter(train)' in l]
+    assert len(train) == 4 and all('distill.' in l for l in train)

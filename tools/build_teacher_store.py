@@ -106,8 +106,9 @@ def _inner_dataset(dataset):
 
 
 def _labels(data_samples) -> np.ndarray:
+    """Each sample's class label (-1 for samples without one: dense)."""
     return np.asarray([int(ds.gt_label.reshape(-1)[0])
-                       for ds in data_samples])
+                       if 'gt_label' in ds else -1 for ds in data_samples])
 
 
 def _exact_batches(dataset, n: int, batch_size: int, log):
@@ -169,10 +170,10 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.pop('teacher_store', None)
     distiller = MODELS.build(model_cfg).to(device)
-    check_storable(distiller)
     dataset_cfg = cfg.train_dataloader.dataset
     dataset = DATASETS.build(copy.deepcopy(dataset_cfg))
     replay = isinstance(dataset, ReplayDataset)
+    check_storable(distiller, 'replay' if replay else 'exact')
     if replay:
         epochs = epochs or (cfg.get('train_cfg') or {}).get('max_epochs')
         if not epochs:
@@ -197,21 +198,11 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
         counts, batches = _exact_batches(dataset, n, batch_size, log)
         key = VIEW_KEY
     num_views = int(np.prod(counts))
-    writer = TeacherStoreWriter(
-        out, n, counts, distiller.num_classes, topk=topk,
-        mode='replay' if replay else 'exact',
-        replay_seed=dataset.seed if replay else None)
-    per_view = (topk * (4 + np.dtype(writer.arrays['indices'].dtype)
-                        .itemsize) + 4 if topk else
-                distiller.num_classes * 4)
     what = (f'{num_views} epochs (replayed, seed {dataset.seed})' if replay
             else f'{num_views} views ({" x ".join(map(str, counts))})')
-    log(f'Teacher store {out}: {n} of {total} samples x {what} x '
-        f'{distiller.num_classes} classes' +
-        (f', top-{topk} kept' if topk else '') +
-        f', {n * num_views * per_view / 1e9:.3f} GB')
-    start = time.perf_counter()
     total_views = n * num_views
+    writer = None
+    start = time.perf_counter()
     forward_s, done = 0.0, 0
     for step, (samples, views, batch) in enumerate(batches):
         data = distiller.data_preprocessor(batch, True)
@@ -227,11 +218,25 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
         logits = distiller.teacher_source.logits(data['inputs'],
                                                  data['data_samples'])
         forward_s += time.perf_counter() - t0
+        if writer is None:  # the first batch gives dense logits' size
+            writer = TeacherStoreWriter(
+                out, n, counts, distiller.num_classes, topk=topk,
+                mode='replay' if replay else 'exact',
+                replay_seed=dataset.seed if replay else None,
+                spatial=tuple(logits.shape[2:]))
+            per_view = sum(int(np.prod(a.shape[2:])) * a.dtype.itemsize
+                           for a in writer.arrays.values())
+            log(f'Teacher store {out}: {n} of {total} samples x {what} x '
+                f'{tuple(logits.shape[1:])} logits' +
+                (f', top-{topk} kept' if topk else '') +
+                f', {total_views * per_view / 1e9:.3f} GB')
         writer.write(samples, views, logits, _labels(data['data_samples']))
         done += len(samples)
         if step % 50 == 0:
             log(f'  {done}/{total_views} views, '
                 f'{time.perf_counter() - start:.1f} s')
+    if writer is None:
+        raise ValueError(f'No samples to store (--num-samples {n}).')
     build_s = time.perf_counter() - start
     index = writer.close(
         **teacher_identity(distiller),

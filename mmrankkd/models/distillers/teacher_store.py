@@ -59,7 +59,9 @@ from mmrankkd.datasets.replay import REPLAY_KEY
 from mmrankkd.datasets.transforms import VIEW_KEY, view_id
 
 FORMAT = 'mmrankkd-teacher-store'
-VERSION = 1
+VERSION = 2
+#: Bytes of one checksummed (sample block, view) slice of a store.
+BLOCK_BYTES = 16 << 20
 #: The files of every store: which views were written, each sample's label.
 COMMON_FILES = {'filled': ('filled.u8', np.uint8),
                 'labels': ('labels.i64', np.int64)}
@@ -195,7 +197,8 @@ def layout(index: Dict) -> Dict[str, tuple]:
                             kind, (n, v, k))
         files['rest'] = ('rest_logsumexp.f32', np.float32, (n, v))
     else:
-        files['logits'] = ('logits.f32', np.float32, (n, v, c))
+        spatial = tuple(index.get('spatial') or ())
+        files['logits'] = ('logits.f32', np.float32, (n, v, c) + spatial)
     files['filled'] = COMMON_FILES['filled'] + ((n, v), )
     files['labels'] = COMMON_FILES['labels'] + ((n, ), )
     return files
@@ -226,12 +229,22 @@ def expand_topk(values: np.ndarray, indices: np.ndarray, rest: np.ndarray,
     return out
 
 
-def _block_digest(arrays: Sequence[np.ndarray], start: int,
-                  stop: int) -> str:
+def _block_digest(arrays: Sequence[np.ndarray], start: int, stop: int,
+                  view: int) -> str:
+    """sha256 of samples ``start..stop-1`` of view ``view`` (arrays with a
+    view axis) and of their per-sample arrays (labels)."""
     digest = hashlib.sha256()
     for array in arrays:
-        digest.update(np.ascontiguousarray(array[start:stop]).tobytes())
+        part = array[start:stop, view] if array.ndim > 1 else \
+            array[start:stop]
+        digest.update(np.ascontiguousarray(part).tobytes())
     return digest.hexdigest()
+
+
+def _row_bytes(index: Dict) -> int:
+    """Bytes of one (sample, view) row over a store's arrays."""
+    return sum(int(np.prod(shape[2:])) * np.dtype(dtype).itemsize
+               for _, dtype, shape in layout(index).values())
 
 
 class TeacherStoreWriter:
@@ -244,19 +257,24 @@ class TeacherStoreWriter:
             in pipeline order; the store has their product per sample.
             Replay mode: ``[epochs]`` (view ``e`` is epoch ``e``'s).
         num_classes (int): Classes of the teacher's logits.
-        block_size (int): Samples per checksummed block. Defaults to 1024.
+        block_size (int, optional): Samples per checksummed block (each
+            block is checksummed per view). Defaults to None: as many as
+            fill :data:`BLOCK_BYTES` per view.
         mode (str): ``'exact'`` (views enumerated) or ``'replay'`` (one
             view per epoch, made by :class:`mmrankkd.ReplayDataset`).
         topk (int, optional): Keep only the top-k logits of each view and
             the log-sum-exp of the rest (an approximation only some losses
             accept). Defaults to None (all logits).
         replay_seed (int, optional): The ``ReplayDataset`` seed (replay).
+        spatial (tuple[int], optional): ``(H, W)`` of dense (segmentation)
+            logits; empty for class logits. Defaults to ().
     """
 
     def __init__(self, root: str, num_samples: int, view_counts: List[int],
-                 num_classes: int, block_size: int = 1024,
+                 num_classes: int, block_size: Optional[int] = None,
                  mode: str = 'exact', topk: Optional[int] = None,
-                 replay_seed: Optional[int] = None):
+                 replay_seed: Optional[int] = None,
+                 spatial: Sequence[int] = ()):
         if osp.exists(osp.join(root, 'index.json')):
             raise FileExistsError(
                 f'{root} already holds a teacher store. Fix: choose a new '
@@ -264,15 +282,23 @@ class TeacherStoreWriter:
         if topk is not None and not 1 <= int(topk) <= num_classes:
             raise ValueError(f'topk must be in [1, {num_classes}] (the class '
                              f'count), got {topk}.')
+        if topk is not None and len(spatial):
+            raise ValueError(
+                'A top-k store of dense (segmentation) logits is not '
+                'implemented. Fix: build a full store (no --topk).')
         os.makedirs(root, exist_ok=True)
         self.root = root
         self.index = dict(
             format=FORMAT, version=VERSION, mode=mode,
             num_samples=int(num_samples), view_counts=list(view_counts),
             num_views=int(np.prod(view_counts)), num_classes=int(num_classes),
-            dtype='float32', block_size=int(block_size),
+            dtype='float32', spatial=[int(x) for x in spatial],
             topk=None if topk is None else int(topk),
             replay_seed=replay_seed)
+        if block_size is None:
+            block_size = BLOCK_BYTES // max(_row_bytes(self.index), 1)
+        self.index['block_size'] = int(min(max(block_size, 1),
+                                           max(num_samples, 1)))
         self.arrays = {
             key: np.memmap(osp.join(root, name), dtype=dtype, mode='w+',
                            shape=shape)
@@ -290,6 +316,15 @@ class TeacherStoreWriter:
             self.arrays['indices'][samples, views] = indices.cpu().numpy()
             self.arrays['rest'][samples, views] = rest.cpu().numpy()
         else:
+            spatial = tuple(self.index['spatial'])
+            if tuple(logits.shape[2:]) != spatial:
+                raise ValueError(
+                    f'The teacher\'s logits are {tuple(logits.shape[1:])} '
+                    f'per view, the store\'s '
+                    f'{(self.index["num_classes"], ) + spatial}: the views '
+                    'differ in size. Fix: a training pipeline whose views '
+                    'all have one size (a fixed crop, or the data '
+                    'preprocessor\'s size=...).')
             self.arrays['logits'][samples, views] = logits.detach().cpu(
             ).float().numpy()
         self.arrays['filled'][samples, views] = 1
@@ -303,7 +338,9 @@ class TeacherStoreWriter:
         n, bs = self.index['num_samples'], self.index['block_size']
         arrays = list(self.arrays.values())
         self.index['block_sha256'] = [
-            _block_digest(arrays, s, min(s + bs, n)) for s in range(0, n, bs)]
+            [_block_digest(arrays, s, min(s + bs, n), v)
+             for v in range(self.index['num_views'])]
+            for s in range(0, n, bs)]
         self.index['views_filled'] = int(self.arrays['filled'].sum())
         self.index.update(plain(record))
         tmp = osp.join(self.root, 'index.json.tmp')
@@ -319,10 +356,10 @@ class TeacherStore:
 
     Args:
         root (str): The store directory.
-        verify (bool): Check each block's sha256 the first time it is read.
-            A shuffled batch touches most blocks of a CIFAR store, so most
-            of the store (GBs) is hashed in the first steps, not spread
-            over the epoch. Sizes are always checked. Defaults to True.
+        verify (bool): Check the sha256 of each (block of samples, view)
+            the first time it is read (blocks of :data:`BLOCK_BYTES`: the
+            store is hashed once, spread over the views training reads).
+            Sizes are always checked. Defaults to True.
     """
 
     def __init__(self, root: str, verify: bool = True):
@@ -366,23 +403,27 @@ class TeacherStore:
         self.mode = self.index.get('mode', 'exact')
         #: Top-k kept per view (None: all logits).
         self.topk = self.index.get('topk')
-        self._verified = np.zeros(len(self.index['block_sha256']), bool)
+        #: Dense stores: (H, W) of the teacher's logits; () for classes.
+        self.spatial = tuple(self.index.get('spatial') or ())
+        self._verified = np.zeros((len(self.index['block_sha256']),
+                                   self.index['num_views']), bool)
 
-    def _verify_blocks(self, samples: np.ndarray) -> None:
+    def _verify_blocks(self, samples: np.ndarray, views: np.ndarray) -> None:
         bs = self.index['block_size']
         arrays = list(self.arrays.values())
-        for block in np.unique(samples // bs):
-            if self._verified[block]:
+        for block, view in set(zip((samples // bs).tolist(),
+                                   views.tolist())):
+            if self._verified[block, view]:
                 continue
             start = int(block) * bs
             stop = min(start + bs, self.num_samples)
-            if _block_digest(arrays, start, stop) != \
-                    self.index['block_sha256'][block]:
+            if _block_digest(arrays, start, stop, view) != \
+                    self.index['block_sha256'][block][view]:
                 raise StoreCorruptError(
-                    f'{self.root}: samples {start}..{stop - 1} do not match '
-                    'their sha256 in index.json: the store was changed or '
-                    'is corrupted. Fix: rebuild it.')
-            self._verified[block] = True
+                    f'{self.root}: samples {start}..{stop - 1}, view {view} '
+                    'do not match their sha256 in index.json: the store was '
+                    'changed or is corrupted. Fix: rebuild it.')
+            self._verified[block, view] = True
 
     def check_identity(self, identity: Dict) -> None:
         """Refuse a store made by another teacher (config, checkpoint,
@@ -401,7 +442,7 @@ class TeacherStore:
                     'the right one.')
 
     def read(self, samples: np.ndarray, views: np.ndarray) -> np.ndarray:
-        """float32 ``(len(samples), num_classes)``; raises
+        """float32 ``(len(samples), num_classes[, H, W])``; raises
         :class:`MissingViewError` for a view that was not built."""
         if len(samples) and (samples.min() < 0 or
                              samples.max() >= self.num_samples):
@@ -421,7 +462,7 @@ class TeacherStore:
                    'build_teacher_store.py --epochs).' if self.mode ==
                    'replay' else 'rebuild it with this pipeline.'))
         if self.verify:
-            self._verify_blocks(samples)
+            self._verify_blocks(samples, views)
         missing = self.arrays['filled'][samples, views] == 0
         if missing.any():
             pairs = list(zip(samples[missing].tolist(),
@@ -596,17 +637,20 @@ class StoredTeacher:
         return self.live.predict(inputs, data_samples)
 
 
-def check_storable(distiller) -> None:
-    """Refuse a distiller whose teacher logits a store cannot hold: a
-    segmentor's (dense stores are not implemented) or batches mixed by
-    ``batch_augments`` (a mixed image is no view of one sample). Used by
-    the distiller and by ``tools/build_teacher_store.py``."""
-    if distiller.kind != 'cls':
+def check_storable(distiller, mode: str) -> None:
+    """Refuse a distiller whose teacher logits a store of ``mode``
+    (``'exact'`` or ``'replay'``) cannot hold: a segmentor's in exact mode
+    (the view transforms crop images, not label maps), or batches mixed
+    by ``batch_augments`` (a mixed image is no view of one sample). Used
+    by the distiller and by ``tools/build_teacher_store.py``."""
+    if distiller.kind != 'cls' and mode != 'replay':
         raise ValueError(
-            'A teacher store holds class logits (N, C) of classifiers; '
-            'dense (segmentation) stores are not implemented (see docs/'
-            'teacher_store.md, replay mode). Fix: distil this model with '
-            'the live teacher (no model.teacher_store).')
+            'An exact-mode teacher store holds class logits of '
+            'classifiers: its view transforms (mmrankkd.ViewRandomCrop / '
+            'ViewRandomFlip) crop images, not label maps. Fix: store a '
+            'segmentor\'s dense logits in replay mode (mmrankkd.'
+            'ReplayDataset + ReplaySampler; docs/teacher_store.md), or '
+            'distil with the live teacher (no model.teacher_store).')
     if getattr(distiller.data_preprocessor, 'batch_augments', None):
         raise ValueError(
             'A teacher store with data_preprocessor.batch_augments '
@@ -654,8 +698,8 @@ def build_stored_teacher(cfg: Union[str, dict], distiller) -> StoredTeacher:
         raise ValueError(
             'model.teacher_store must be a directory or a dict with '
             f'path=<directory>, got {cfg!r}.')
-    check_storable(distiller)
     store = TeacherStore(cfg.pop('path'), verify=cfg.pop('verify', True))
+    check_storable(distiller, store.mode)
     store.check_identity(teacher_identity(distiller))
     if store.topk:
         check_topk_losses(distiller.distill_losses, store)
