@@ -26,7 +26,8 @@
 #      torch.autocast fp16 and bf16 on the device; the losses must get
 #      float32 logits, the teacher's equal to its float32 forward.
 #   6. tools/benchmark_store.py on the device: student step, distill step
-#      with the live teacher and with a teacher-logit store, for the three
+#      with the live teacher and with a teacher-logit store (exact mode,
+#      and replay mode with full and top-10 stores), for the three
 #      CIFAR-100 pairs (steps 5 and 6 need mmpretrain and mmcv).
 #
 # Filling ./.whl on a machine with network, for the GPU machine's Python
