@@ -137,6 +137,17 @@ LOOPS['replay'] = dict(LOOPS['iter'], replay=True, extra=dict(
     LOOPS['iter']['extra'], train_dataloader=dict(sampler=dict(
         type='mmrankkd.ReplaySampler',
         sampler=dict(type='InfiniteSampler', shuffle=True)))))
+# The same around a DefaultSampler in the iteration loop (set_epoch at each
+# pass's end): the resumed loop's first iterator, started and dropped by
+# the seed restore, must not count as a pass of the epoch.
+LOOPS['replay-epoch'] = dict(LOOPS['epoch'], replay=True, extra=dict(
+    train_dataloader=dict(sampler=dict(
+        type='mmrankkd.ReplaySampler',
+        sampler=dict(type='DefaultSampler', shuffle=True)))))
+LOOPS['replay-default'] = dict(LOOPS['replay'], extra=dict(
+    LOOPS['iter']['extra'], train_dataloader=dict(sampler=dict(
+        type='mmrankkd.ReplaySampler',
+        sampler=dict(type='DefaultSampler', shuffle=True)))))
 
 
 @pytest.fixture(scope='module')
@@ -191,6 +202,8 @@ def _cls_train(cifar, loop, workers, work_dir, resume=False):
     ('epoch', 0),
     ('iter', 2),
     ('replay', 2),
+    ('replay-default', 2),
+    ('replay-epoch', 2),
     pytest.param('epoch', 2, marks=pytest.mark.matrix),
     pytest.param('iter', 0, marks=pytest.mark.matrix),
 ])

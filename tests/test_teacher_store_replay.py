@@ -126,7 +126,7 @@ def test_replayed_views_are_bit_identical(setup):
     assert after[0] == after[1]
     for batch in _epoch_batches(dataset, 1, 3, num_workers=2):
         for inputs, ds in zip(batch['inputs'], batch['data_samples']):
-            assert ds.replay_view == (SEED, 1)
+            assert ds.replay_view[:2] == (SEED, 1)
             assert torch.equal(inputs, here[(1, ds.sample_idx)])
     assert not torch.equal(here[(0, 2)], here[(1, 2)])
     with pytest.raises(TypeError, match='ReplaySampler'):
@@ -159,7 +159,7 @@ def test_replay_wraps_mmseg_and_concat_data_sets(cityscapes_root):
     views = {}
     for key in [(0, 5), (1, 5), (0, 1), (0, 5)]:
         out = dataset[key]
-        assert out['data_samples'].replay_view == (1, key[0])
+        assert out['data_samples'].replay_view[:2] == (1, key[0])
         pair = (out['inputs'], out['data_samples'].gt_sem_seg.data)
         if key in views:
             assert all(torch.equal(a, b) for a, b in zip(pair, views[key]))
@@ -168,18 +168,25 @@ def test_replay_wraps_mmseg_and_concat_data_sets(cityscapes_root):
 
 
 def test_replay_sampler_keys():
-    """Finite samplers: (set epoch, index), and a second pass in the same
-    epoch is refused. Infinite samplers: (pass, index) from each rank's
-    share of the global stream, every pair drawn once across ranks."""
-    data = list(range(10))
+    """Finite samplers: (set epoch, index); a pass started and dropped
+    (prefetching workers, an iterator restarted on resume) may start
+    again, a second full pass in one epoch is refused. Infinite samplers:
+    (pass, index) from each rank's share of the global stream, every pair
+    drawn once across ranks. Other samplers and other data sets are
+    refused by name."""
+    from mmrankkd.datasets import ReplayDataset
+    data = ReplayDataset(list(range(10)))
     sampler = ReplaySampler(data, dict(type='DefaultSampler'), seed=0)
     sampler.set_epoch(4)
+    next(iter(sampler))  # started, dropped
     keys = list(sampler)
     assert sorted(keys) == [(4, i) for i in range(10)]
-    with pytest.raises(RuntimeError, match='set_epoch'):
+    with pytest.raises(RuntimeError, match='second full pass'):
         list(sampler)
-    with pytest.raises(TypeError, match='neither'):
+    with pytest.raises(TypeError, match='DefaultSampler or'):
         ReplaySampler(data, torch.utils.data.SequentialSampler(data))
+    with pytest.raises(TypeError, match='outermost'):
+        ReplaySampler(list(range(10)), dict(type='DefaultSampler'), seed=0)
     drawn = []
     for rank in range(2):
         inner = InfiniteSampler(data, seed=5)
@@ -191,6 +198,19 @@ def test_replay_sampler_keys():
     assert sorted(drawn) == [(p, i) for p in range(3) for i in range(10)]
     assert isinstance(ReplaySampler(data, None, seed=0).sampler,
                       DefaultSampler)
+
+
+def test_replay_refuses_cached_transforms():
+    from mmrankkd.datasets import ReplayDataset
+
+    class CachedMosaic:
+        pass
+
+    class Data(list):
+        pipeline = type('Compose', (), {'transforms': [CachedMosaic()]})()
+
+    with pytest.raises(ValueError, match='CachedMosaic'):
+        ReplayDataset(Data([1, 2]))
 
 
 def _train(cfg, batches, store):
@@ -252,8 +272,14 @@ def test_topk_store_rows_and_loss_gate(setup):
     # Kendall (hard teacher signs, top-3 pairs) is exact on the top-5 rows.
     from mmrankkd.models.losses import KendallRankLoss
     kendall = KendallRankLoss(topk=3, steepness=5.0)
-    student = torch.randn_like(live)
-    torch.testing.assert_close(kendall(student, rows), kendall(student, live))
+    grads = []
+    for teacher in (rows, live):
+        student = torch.randn(live.shape, generator=torch.Generator()
+                              .manual_seed(0), requires_grad=True)
+        value = kendall(student, teacher)
+        value.backward()
+        grads.append((value.detach(), student.grad))
+    torch.testing.assert_close(grads[0], grads[1])
     assert kendall.teacher_topk(5) == 'exact'
     assert KendallRankLoss(topk=6).teacher_topk(5) == 'refused'
     # The gate at build time.
@@ -265,7 +291,7 @@ def test_topk_store_rows_and_loss_gate(setup):
     for loss in ('DISTLoss', 'PlackettLuceLoss', 'KendallRankLoss'):
         cfg = _config(setup['root'], setup['ckpt'], setup['top5'],
                       dict(loss_x=dict(type=f'mmrankkd.{loss}')))
-        with pytest.raises(StoreMismatchError, match=f'loss_x \\({loss}\\)'):
+        with pytest.raises(StoreMismatchError, match=f'loss_x \\({loss}: '):
             MODELS.build(cfg.model)
     # Spot check compares the top-5 (passes on a top-k store).
     model = MODELS.build(_config(
@@ -276,6 +302,9 @@ def test_topk_store_rows_and_loss_gate(setup):
 
 
 def test_topk_expansion_keeps_ranking_and_mass():
+    """Kept values exact, total mass exact, no dropped class above a kept
+    one; k == C gives the row back; the int32 class index of a store with
+    more than 32,767 classes round-trips."""
     logits = torch.randn(6, 50) * 3
     values, indices, rest = topk_rows(logits, 7)
     full = torch.from_numpy(expand_topk(values.numpy(), indices.numpy(),
@@ -284,6 +313,19 @@ def test_topk_expansion_keeps_ranking_and_mass():
     assert torch.equal(full.argsort(1, descending=True)[:, :7], indices)
     assert (full.gather(1, indices).amin(1) >=
             full.scatter(1, indices, -1e9).amax(1)).all()
+    values, indices, rest = topk_rows(logits, 50)
+    assert torch.isinf(rest).all()
+    torch.testing.assert_close(torch.from_numpy(expand_topk(
+        values.numpy(), indices.numpy(), rest.numpy(), 50)), logits)
+    from mmrankkd.models.distillers.teacher_store import layout
+    index = dict(num_samples=2, num_views=1, num_classes=40000, topk=3)
+    assert layout(index)['indices'][1] == np.int32
+    wide = torch.randn(2, 40000)
+    wide[:, 39999] = 50.0
+    values, indices, rest = topk_rows(wide, 3)
+    stored = indices.numpy().astype(layout(index)['indices'][1])
+    assert (expand_topk(values.numpy(), stored, rest.numpy(),
+                        40000).argmax(1) == 39999).all()
 
 
 def test_replay_run_refusals(setup):
@@ -300,14 +342,39 @@ def test_replay_run_refusals(setup):
     with pytest.raises(StoreMismatchError, match='--epochs 3'):
         check_run_config(bad)
     bad = copy.deepcopy(cfg)
+    bad.train_cfg = dict(by_epoch=False, max_iters=3)  # 3 x 64 / 8 = 24
+    with pytest.raises(StoreMismatchError, match='--epochs 24'):
+        check_run_config(bad)
+    bad.train_cfg = dict(by_epoch=False, max_iters=1)  # 64 / 8 = 8 > 2
+    with pytest.raises(StoreMismatchError, match='--epochs 8'):
+        check_run_config(bad)
+    model = MODELS.build(cfg.model)
+    bad = copy.deepcopy(cfg)
     bad.train_dataloader.dataset.seed = SEED + 1
     with pytest.raises(StoreMismatchError, match='data set'):
         check_run_config(bad)
-    model = MODELS.build(cfg.model)
-    batch = _epoch_batches(_dataset(bad), 0, 4)[0]
-    data = model.data_preprocessor(batch, True)
+    data = model.data_preprocessor(_epoch_batches(_dataset(bad), 0, 4)[0],
+                                   True)
     with pytest.raises(StoreMismatchError, match=f'seed to {SEED}'):
         model.teacher_logits(data['inputs'], data['data_samples'])
+    # Another pipeline with the same seed: refused per batch too (a run
+    # that skips the start-up check, e.g. Runner.from_cfg).
+    bad = copy.deepcopy(cfg)
+    bad.train_dataloader.dataset.dataset.pipeline[0]['crop_ratio_range'] = (
+        0.5, 1.0)
+    data = model.data_preprocessor(_epoch_batches(_dataset(bad), 0, 4)[0],
+                                   True)
+    with pytest.raises(StoreMismatchError, match='pipelines'):
+        model.teacher_logits(data['inputs'], data['data_samples'])
+    # Views of several sizes: a classifier's batch padding would make a
+    # view's teacher input depend on its batch.
+    bad.train_dataloader.dataset.dataset.pipeline[0] = dict(
+        type='RandomResizedCrop', scale=32)
+    bad.train_dataloader.dataset.dataset.pipeline.insert(1, dict(
+        type='mmcv.RandomResize', scale=(32, 32), ratio_range=(0.5, 1.0)))
+    with pytest.raises(ValueError, match='one size'):
+        build_store(bad, str(setup['tmp'] / 'sizes'), epochs=1,
+                    device='cpu', log=lambda *a: None)
 
 
 VIEW_PIPELINE = [

@@ -158,6 +158,23 @@ def _replay_batches(dataset: ReplayDataset, n: int, epochs: int,
                np.asarray([e for e, _ in chunk]), batch)
 
 
+def _check_one_size(inputs, samples, views, shape):
+    """A classifier's data preprocessor pads a batch to its largest image,
+    so a view's teacher input would depend on the batch it is in: every
+    view must have one size. Returns that size."""
+    for tensor, i, v in zip(inputs, samples, views):
+        if shape is None:
+            shape = tuple(tensor.shape)
+        elif tuple(tensor.shape) != shape:
+            raise ValueError(
+                f'Sample {i}, view {v} is {tuple(tensor.shape)}, other views '
+                f'{shape}: the data preprocessor pads a batch to its largest '
+                'image, so this view\'s teacher logits would depend on its '
+                'batch. Fix: a pipeline whose views have one size (a fixed '
+                'crop or resize).')
+    return shape
+
+
 def build_store(cfg: Config, out: str, batch_size: int = 256,
                 num_samples=None, device=None, log=print, epochs=None,
                 topk=None, num_workers: int = 0) -> dict:
@@ -175,6 +192,10 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
     replay = isinstance(dataset, ReplayDataset)
     check_storable(distiller, 'replay' if replay else 'exact')
     if replay:
+        if dataset.views_sha256 is None:
+            raise ValueError(
+                'The ReplayDataset wraps a built data set, so its pipeline '
+                'cannot be recorded. Fix: give it the data set config.')
         epochs = epochs or (cfg.get('train_cfg') or {}).get('max_epochs')
         if not epochs:
             raise ValueError(
@@ -201,10 +222,12 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
     what = (f'{num_views} epochs (replayed, seed {dataset.seed})' if replay
             else f'{num_views} views ({" x ".join(map(str, counts))})')
     total_views = n * num_views
-    writer = None
+    writer, shape = None, None
     start = time.perf_counter()
     forward_s, done = 0.0, 0
     for step, (samples, views, batch) in enumerate(batches):
+        if distiller.kind == 'cls':
+            shape = _check_one_size(batch['inputs'], samples, views, shape)
         data = distiller.data_preprocessor(batch, True)
         for i, ds in zip(samples, data['data_samples']):
             meta = ds.metainfo
@@ -224,6 +247,8 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
                 mode='replay' if replay else 'exact',
                 replay_seed=dataset.seed if replay else None,
                 spatial=tuple(logits.shape[2:]))
+            if replay:
+                writer.index['replay_views_sha256'] = dataset.views_sha256
             per_view = sum(int(np.prod(a.shape[2:])) * a.dtype.itemsize
                            for a in writer.arrays.values())
             log(f'Teacher store {out}: {n} of {total} samples x {what} x '

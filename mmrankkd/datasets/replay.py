@@ -26,8 +26,17 @@ DDP alike::
                                   pipeline=train_pipeline)))
 
 Each data sample's metainfo gets ``sample_idx`` (the index in the
-:class:`ReplayDataset`) and ``replay_view = (seed, epoch)``, which
-:class:`~mmrankkd.models.distillers.teacher_store.StoredTeacher` reads.
+:class:`ReplayDataset`) and ``replay_view = (seed, epoch, views)``
+(``views``: :func:`~mmrankkd.datasets.records.views_sha256` of the wrapped
+data set config, its pipelines included), which
+:class:`~mmrankkd.models.distillers.teacher_store.StoredTeacher` reads and
+compares with the store's.
+
+What is replayed: randomness drawn from numpy's, Python's and torch's
+global generators, which is what every transform of mmcv, mmpretrain and
+mmseg uses. A transform with its own generator or with state carried from
+sample to sample (mmdet's ``CachedMosaic`` / ``CachedMixUp``) cannot be
+replayed; the ``Cached*`` ones are refused by name.
 
 Note: the views depend on ``ReplayDataset.seed``, not on the run's seed;
 runs of several seeds that share a store see the same views (their sample
@@ -39,20 +48,30 @@ from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from mmengine.dataset import InfiniteSampler
+from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from torch.utils.data import Sampler
 
 from mmrankkd.registry import DATA_SAMPLERS, DATASETS
+from .records import views_sha256
 
 #: The metainfo key holding ``(seed, epoch)`` of a replayed view.
 REPLAY_KEY = 'replay_view'
 
 
 def replay_seed(seed: int, epoch: int, index: int) -> int:
-    """The 32-bit seed of sample ``index``'s view in ``epoch`` (numpy's
-    ``SeedSequence``: the same on every platform)."""
+    """The 32-bit seed of sample ``index``'s view in ``epoch``.
+
+    Args:
+        seed (int): The :class:`ReplayDataset` seed.
+        epoch (int): The epoch (or pass) of the view.
+        index (int): The sample.
+
+    Returns:
+        int: numpy's ``SeedSequence([seed, epoch, index])`` state, the same
+        on every platform.
+    """
     return int(np.random.SeedSequence(
         [int(seed), int(epoch), int(index)]).generate_state(1)[0])
 
@@ -98,18 +117,25 @@ class ReplayDataset:
 
     def __init__(self, dataset: Union[dict, object], seed: int = 0,
                  lazy_init: bool = False):
+        #: :func:`views_sha256` of the data set config (None when given a
+        #: built data set: a teacher store then cannot be built from it).
+        self.views_sha256 = (views_sha256(dataset)
+                             if isinstance(dataset, dict) else None)
         self.dataset = (MMENGINE_DATASETS.build(dataset)
                         if isinstance(dataset, dict) else dataset)
         self.seed = int(seed)
+        _check_replayable(self.dataset)
         if not lazy_init:
             self.full_init()
 
     @property
     def metainfo(self) -> dict:
+        """The wrapped data set's metainfo."""
         return self.dataset.metainfo
 
     @property
     def pipeline(self):
+        """The wrapped data set's pipeline (None for ConcatDataset)."""
         return getattr(self.dataset, 'pipeline', None)
 
     def full_init(self) -> None:
@@ -136,8 +162,28 @@ class ReplayDataset:
         samples = data['data_samples']
         for sample in samples if isinstance(samples, list) else [samples]:
             sample.set_metainfo({'sample_idx': index,
-                                 REPLAY_KEY: (self.seed, epoch)})
+                                 REPLAY_KEY: (self.seed, epoch,
+                                              self.views_sha256)})
         return data
+
+
+def _check_replayable(dataset) -> None:
+    """Refuse, by name, transforms whose views depend on earlier samples
+    (they cannot be made again for one (epoch, sample))."""
+    parts = [dataset]
+    while parts:
+        part = parts.pop()
+        inner = getattr(part, 'dataset', None)
+        parts += ([inner] if inner is not None else []) + list(
+            getattr(part, 'datasets', None) or [])
+        pipeline = getattr(part, 'pipeline', None)
+        for t in getattr(pipeline, 'transforms', None) or []:
+            if type(t).__name__.startswith('Cached'):
+                raise ValueError(
+                    f'{type(t).__name__} mixes in samples cached from '
+                    'earlier ones, so a view cannot be made again from '
+                    'its (epoch, sample) seed. Fix: its uncached form '
+                    '(e.g. Mosaic), or train without ReplayDataset.')
 
 
 @DATA_SAMPLERS.register_module()
@@ -149,10 +195,13 @@ class ReplaySampler(Sampler):
     ``DefaultSampler``); for an ``InfiniteSampler`` (iteration-based runs)
     it is the pass over the data set that the index belongs to (the
     infinite sampler deals each pass, a permutation, across the ranks), so
-    ``(epoch, index)`` names one draw in either case.
+    ``(epoch, index)`` names one draw in either case (except the indices
+    ``DefaultSampler`` repeats to even out the ranks, which get the same
+    view). Other samplers (e.g. ``RepeatAugSampler``, which repeats each
+    index within an epoch on purpose) are refused.
 
     Args:
-        dataset: The data set (given by the runner).
+        dataset (ReplayDataset): The training set (given by the runner).
         sampler (dict | Sampler): The sampler whose indices are keyed.
             Defaults to ``dict(type='DefaultSampler', shuffle=True)``.
         seed (int, optional): Passed to the wrapped sampler (given by the
@@ -176,19 +225,29 @@ class ReplaySampler(Sampler):
             raise TypeError(
                 f'ReplaySampler: {sorted(sampler_args)} are arguments of the '
                 'wrapped sampler, which is already built. Fix: remove them.')
+        if not isinstance(dataset, ReplayDataset):
+            raise TypeError(
+                'ReplaySampler yields (epoch, index) keys for an mmrankkd.'
+                f'ReplayDataset, but the training set is '
+                f'{type(dataset).__name__}. Fix: make ReplayDataset the '
+                "outermost data set: dataset=dict(type='mmrankkd."
+                "ReplayDataset', dataset=<the data set, wrappers "
+                'included>).')
         self.sampler = sampler
         self.infinite = isinstance(sampler, InfiniteSampler)
-        if not self.infinite and not hasattr(sampler, 'set_epoch'):
+        if not isinstance(sampler, (DefaultSampler, InfiniteSampler)):
             raise TypeError(
-                f'ReplaySampler wraps a sampler that knows the epoch '
-                f'(set_epoch) or an InfiniteSampler; {type(sampler).__name__}'
-                ' is neither. Fix: wrap DefaultSampler or InfiniteSampler.')
+                'ReplaySampler wraps mmengine\'s DefaultSampler or '
+                f'InfiniteSampler, got {type(sampler).__name__} (a sampler '
+                'that repeats indices within an epoch would repeat their '
+                'views). Fix: wrap DefaultSampler or InfiniteSampler.')
         self.epoch = 0
         self._last_epoch = None  # the epoch last iterated (finite samplers)
         self._stream = None  # an infinite sampler's index generator
         self._drawn = 0  # indices taken from it
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch of the keys (and of the wrapped sampler)."""
         self.epoch = int(epoch)
         self.sampler.set_epoch(epoch)
 
@@ -211,10 +270,13 @@ class ReplaySampler(Sampler):
             return
         if self._last_epoch == self.epoch:
             raise RuntimeError(
-                f'ReplaySampler iterated twice in epoch {self.epoch} without '
-                'set_epoch: every pass would replay the same views. Fix: '
-                'use it in an mmengine training loop (which sets the epoch), '
-                'or call set_epoch before each pass.')
-        self._last_epoch = self.epoch
+                f'ReplaySampler: a second full pass in epoch {self.epoch} '
+                'without set_epoch would replay the same views. Fix: call '
+                'set_epoch before each pass (mmengine\'s training loops '
+                'do).')
         for index in self.sampler:
             yield self.epoch, int(index)
+        # A pass counts once finished: a data loader iterator that was
+        # started and dropped (prefetching workers, a restarted iterator on
+        # resume) may start the epoch again.
+        self._last_epoch = self.epoch

@@ -8,7 +8,7 @@ loss or seed) reads the logits instead of running the teacher:
 * exact mode: the augmentation has finitely many outcomes (the CIFAR
   recipe's ``RandomCrop(32, padding=4)`` + horizontal flip: 81 x 2 = 162
   views per image), all stored; the view axis is the view id;
-* replay mode: any random pipeline, replayed per (epoch, sample) by
+* replay mode: random pipelines, replayed per (epoch, sample) by
   :class:`mmrankkd.ReplayDataset`; the view axis is the epoch.
 
 Either mode can keep only each view's top-k logits (``topk``): the values,
@@ -55,6 +55,8 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
+from mmrankkd.datasets.records import (dataset_record, pipeline_record,
+                                       plain, sha256_of, training_pipeline)
 from mmrankkd.datasets.replay import REPLAY_KEY
 from mmrankkd.datasets.transforms import VIEW_KEY, view_id
 
@@ -85,23 +87,6 @@ class MissingViewError(TeacherStoreError):
 
 # ----------------------------------------------------------------------
 # Identity: what made the logits.
-def plain(obj):
-    """Config values as plain JSON types (ConfigDict -> dict, tuple ->
-    list), so that two configs compare by value."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return repr(obj)
-
-
-def _sha256_text(obj) -> str:
-    text = json.dumps(plain(obj), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def file_sha256(path: str, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -130,7 +115,7 @@ def teacher_identity(distiller) -> Dict:
     ckpt = distiller.teacher_ckpt
     local = isinstance(ckpt, str) and osp.isfile(ckpt)
     return dict(
-        teacher_config_sha256=_sha256_text(distiller.teacher_cfg),
+        teacher_config_sha256=sha256_of(distiller.teacher_cfg),
         teacher_config=plain(distiller.teacher_cfg),
         checkpoint=ckpt,
         checkpoint_sha256=file_sha256(ckpt) if local else None,
@@ -151,36 +136,6 @@ _CHECKED = {
     'teacher_channels_last': 'model.teacher_channels_last differs',
     'num_classes': 'the class count differs',
 }
-
-
-def pipeline_record(pipeline: Sequence) -> List:
-    """The training pipeline as stored (plain JSON)."""
-    return plain(list(pipeline))
-
-
-def dataset_record(dataset_cfg: dict) -> Dict:
-    """The parts of the data set config that choose the samples and their
-    order (not data_root: the data may move), through wrappers
-    (``RepeatDataset``, ``ReplayDataset``...)."""
-    cfg = plain(dataset_cfg)
-    record = {k: cfg.get(k) for k in ('type', 'split', 'ann_file', 'indices',
-                                      'data_prefix', 'test_mode')}
-    for key in ('times', 'seed', 'oversample_thr'):
-        if key in cfg:
-            record[key] = cfg[key]
-    if isinstance(cfg.get('dataset'), dict):
-        record['dataset'] = dataset_record(cfg['dataset'])
-    if isinstance(cfg.get('datasets'), list):
-        record['datasets'] = [dataset_record(d) for d in cfg['datasets']]
-    return record
-
-
-def training_pipeline(dataset_cfg: dict) -> List:
-    """The pipeline of a data set config, inside any wrappers."""
-    while 'pipeline' not in dataset_cfg and isinstance(
-            dataset_cfg.get('dataset'), dict):
-        dataset_cfg = dataset_cfg['dataset']
-    return list(dataset_cfg.get('pipeline', []))
 
 
 # ----------------------------------------------------------------------
@@ -220,7 +175,7 @@ def expand_topk(values: np.ndarray, indices: np.ndarray, rest: np.ndarray,
     values, the others share the rest's mass evenly (each gets
     ``rest - log(C - k)``), so the softmax at temperature 1 gives the kept
     classes their exact probabilities and spreads the remainder evenly
-    (TinyViT's rule); every dropped class ranks below every kept one."""
+    (TinyViT's rule); no dropped class ranks above a kept one."""
     n, k = values.shape
     out = np.empty((n, num_classes), np.float32)
     if num_classes > k:
@@ -281,7 +236,8 @@ class TeacherStoreWriter:
                 '--out directory or delete that one.')
         if topk is not None and not 1 <= int(topk) <= num_classes:
             raise ValueError(f'topk must be in [1, {num_classes}] (the class '
-                             f'count), got {topk}.')
+                             f'count), got {topk}. Fix: --topk between 1 and '
+                             f'{num_classes}, or none (all logits).')
         if topk is not None and len(spatial):
             raise ValueError(
                 'A top-k store of dense (segmentation) logits is not '
@@ -568,7 +524,7 @@ class StoredTeacher:
                 "train_dataloader.dataset=dict(type='mmrankkd.ReplayDataset',"
                 " seed=..., dataset=...) with sampler=dict(type='mmrankkd."
                 "ReplaySampler', ...); see docs/teacher_store.md.")
-        seed, epoch = meta[REPLAY_KEY]
+        seed, epoch, views = meta[REPLAY_KEY]
         stored = self.store.index.get('replay_seed')
         if int(seed) != stored:
             raise StoreMismatchError(
@@ -576,6 +532,14 @@ class StoredTeacher:
                 f'{seed}, teacher store {self.store.root} with seed '
                 f'{stored}: other views. Fix: set the ReplayDataset seed to '
                 f'{stored}, or rebuild the store.')
+        stored = self.store.index.get('replay_views_sha256')
+        if views != stored:
+            raise StoreMismatchError(
+                f'The replayed training set (its data set config and '
+                f'pipelines: {views}) differs from teacher store '
+                f'{self.store.root}\'s ({stored}): other views. Fix: train '
+                'with the data set and pipeline the store was built from, '
+                'or rebuild the store.')
         return int(epoch)
 
     def logits(self, inputs: Tensor,
@@ -661,21 +625,24 @@ def check_storable(distiller, mode: str) -> None:
 
 def check_topk_losses(losses: Dict, store: TeacherStore) -> None:
     """Refuse a top-k store for losses that need every logit or the whole
-    ranking (:meth:`BaseLogitLoss.teacher_topk`); log which losses take
-    it exactly and which approximately."""
+    ranking (``BaseLogitLoss.teacher_topk``), each with its reason; log
+    which losses take it exactly and which approximately."""
     k = store.topk
     verdicts = {name: (loss.teacher_topk(k) if hasattr(loss, 'teacher_topk')
                        else 'refused') for name, loss in losses.items()}
-    named = {v: [f'{n} ({type(losses[n]).__name__})' for n, got in
-                 verdicts.items() if got == v]
-             for v in ('exact', 'approximate', 'refused')}
-    if named['refused']:
+    refused = [f'{n} ({type(losses[n]).__name__}: ' +
+               getattr(losses[n], 'topk_refusal',
+                       'it does not say that it takes a top-k teacher') +
+               ')' for n, v in verdicts.items() if v == 'refused']
+    if refused:
         raise StoreMismatchError(
             f'Teacher store {store.root} keeps only the top-{k} logits of '
-            f'each view, and {", ".join(named["refused"])} need every logit '
-            f'or the whole ranking (DIST, CMKD, Plackett-Luce, Kendall '
-            f'without topk <= {k}). Fix: build a full store (no --topk) '
-            'or train these losses with the live teacher.')
+            f'each view, which {"; ".join(refused)} cannot use. Fix: build '
+            'a full store (no --topk), or train these losses with the live '
+            'teacher.')
+    named = {v: [f'{n} ({type(losses[n]).__name__})' for n, got in
+                 verdicts.items() if got == v]
+             for v in ('exact', 'approximate')}
     if named['approximate']:
         print_log(
             f'Teacher store {store.root} keeps the top-{k} logits of each '
@@ -749,7 +716,6 @@ def check_store_config(cfg) -> None:
             'data set, or rebuild the store.')
 
 
-
 def _check_replay_run(cfg, index: Dict, path: str) -> None:
     """A replay store needs the replay sampler, and an epoch-based run no
     more epochs than the store holds."""
@@ -760,9 +726,21 @@ def _check_replay_run(cfg, index: Dict, path: str) -> None:
             f'sampler is {sampler.get("type")!r}: the data loader would not '
             "tell the views' epochs. Fix: sampler=dict(type='mmrankkd."
             f"ReplaySampler', sampler={plain(sampler)!r}).")
-    epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
+    train_cfg = cfg.get('train_cfg') or {}
+    epochs, what = train_cfg.get('max_epochs'), 'max_epochs'
+    if not epochs and train_cfg.get('max_iters'):
+        # Passes over the data set that the iterations draw (the world
+        # size as torchrun / Slurm give it; 1 otherwise).
+        world = int(os.environ.get('WORLD_SIZE') or
+                    os.environ.get('SLURM_NTASKS') or 1)
+        draws = (int(train_cfg['max_iters']) *
+                 int(cfg.train_dataloader.get('batch_size', 1)) * world)
+        epochs = -(-draws // max(int(index.get('dataset_len') or
+                                     index['num_samples']), 1))
+        what = (f'max_iters={train_cfg["max_iters"]} x batch x {world} '
+                'process(es) =')
     if epochs and int(epochs) > index['num_views']:
         raise StoreMismatchError(
-            f'train_cfg.max_epochs={epochs}, but teacher store {path} holds '
-            f'the views of {index["num_views"]} epochs. Fix: build the store '
+            f'train_cfg.{what} {epochs} epochs, but teacher store {path} '
+            f'holds the views of {index["num_views"]}. Fix: build the store '
             f'with --epochs {epochs}, or train fewer epochs.')

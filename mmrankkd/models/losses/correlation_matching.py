@@ -67,6 +67,11 @@ class CorrelationMatchingLoss(BaseLogitLoss):
         validate_interval (int): Defaults to 100.
     """
 
+    #: Why a top-k teacher store is refused (see ``teacher_topk``).
+    topk_refusal = (
+        'its Pearson and Spearman correlations need every teacher logit '
+        'and the whole ranking')
+
     def __init__(self,
                  temperature: float = 1.0,
                  rank_eps: float = 1.0,

@@ -44,6 +44,9 @@ class CWDLoss(BaseLogitLoss):
                        'for (N, C) classification logits use KDLoss or '
                        'DISTLoss.')
 
+    #: Why a top-k teacher store is refused (see ``teacher_topk``).
+    topk_refusal = ('its per-channel distributions need every logit')
+
     def __init__(self,
                  temperature: float = 1.0,
                  loss_weight: float = 1.0,

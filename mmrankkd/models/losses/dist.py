@@ -48,6 +48,9 @@ class DISTLoss(BaseLogitLoss):
         validate_interval (int): Defaults to 100.
     """
 
+    #: Why a top-k teacher store is refused (see ``teacher_topk``).
+    topk_refusal = ('its Pearson correlations need every teacher probability')
+
     def __init__(self,
                  beta: float = 1.0,
                  gamma: float = 1.0,

@@ -61,6 +61,11 @@ class KendallRankLoss(BaseLogitLoss):
         validate_interval (int): Defaults to 100.
     """
 
+    #: Why a top-k teacher store is refused (see ``teacher_topk``).
+    topk_refusal = (
+        'over pairs beyond the top-k it needs the whole ranking; '
+        'KendallRankLoss(topk=<= k) is exact')
+
     def __init__(self,
                  surrogate: str = 'tanh',
                  steepness: float = 1.0,

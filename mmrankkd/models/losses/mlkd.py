@@ -231,6 +231,9 @@ class MLKDLoss(BaseLogitLoss):
     #: The distiller passes (s_weak, t_weak, s_strong, t_strong).
     num_views = 2
 
+    #: Why a top-k teacher store is refused (see ``teacher_topk``).
+    topk_refusal = ('it takes two views, which no store holds')
+
     def __init__(self,
                  temperatures: Sequence[float] = (4.0, 3.0, 5.0, 2.0, 6.0),
                  strong_kd_views: Optional[Sequence[str]] = None,

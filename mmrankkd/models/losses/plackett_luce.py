@@ -48,6 +48,10 @@ class PlackettLuceLoss(BaseLogitLoss):
 
     requires_labels = True
 
+    #: Why a top-k teacher store is refused (see ``teacher_topk``).
+    topk_refusal = (
+        'its Plackett-Luce likelihood needs the whole teacher ranking')
+
     def __init__(self,
                  teacher_temperature: float = 1.0,
                  loss_weight: float = 1.0,

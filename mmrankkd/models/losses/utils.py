@@ -290,6 +290,8 @@ class BaseLogitLoss(nn.Module):
     dense_only: bool = False
     #: What to use instead when 2-D logits reach a dense-only loss.
     dense_only_hint: str = ''
+    #: Why a top-k teacher store is refused (:meth:`teacher_topk`).
+    topk_refusal: str = 'it does not say that it takes a top-k teacher'
     #: Z-score both logits before :meth:`compute` (see the class docs); set
     #: by the ``logit_standardization`` keyword every subclass accepts.
     logit_standardization: bool = False
