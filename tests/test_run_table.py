@@ -439,6 +439,22 @@ def test_resume_through_tools_train(tmp_path, capsys):
     cells = [c.strip() for c in row.strip('|').split('|')]
     assert cells[4:6] == [f'{res["best"]:.2f}', f'{res["last"]:.2f}']
     assert cells[6] == f'{res["best"] - 71.97:+.2f}' and cells[7] == '1/1'
+    # Stopped during its final validation: the final checkpoint (written
+    # before that validation) is there, its score is not. Rerunning the
+    # same command resumes at the end and validates it.
+    scalars = sorted(run.glob('*/vis_data/scalars.json'))[-1]
+    kept = [line for line in scalars.read_text().splitlines()
+            if not ('accuracy/top1' in json.loads(line)
+                    and json.loads(line)['step'] == 2)]
+    scalars.write_text('\n'.join(kept) + '\n')
+    with pytest.raises(rt.RunLogError, match='final step 2'):
+        rt.read_run(str(run), final_step=2)
+    capsys.readouterr()
+    assert tool.main(args) == 0
+    assert f'{Path(DKD).stem} seed 0: interrupted' in capsys.readouterr().out
+    log = sorted(run.glob('*/*.log'))[-1].read_text()
+    assert 'Resumed from the final checkpoint: validating it' in log
+    assert rt.read_run(str(run), final_step=2)['last'] == res['last']
 
 
 def test_device_slots_follow_cuda_visible_devices(monkeypatch):

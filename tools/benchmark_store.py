@@ -150,14 +150,16 @@ def step_rows(args, tmp, root, batch):
         prepared = live.data_preprocessor(copy.deepcopy(batch), True)
         fns.append(lambda: live.teacher_logits(prepared['inputs'],
                                                prepared['data_samples']))
-        s, d_live, d_store, t_fwd = timed(fns, args.repeats)
+        fns.append(lambda: stored.teacher_logits(prepared['inputs'],
+                                                 prepared['data_samples']))
+        s, d_live, d_store, t_fwd, t_read = timed(fns, args.repeats)
         row = dict(pair=f'{teacher} -> {student}', student_ms=s * 1e3,
                    live_ms=d_live * 1e3, store_ms=d_store * 1e3,
-                   teacher_fwd_ms=t_fwd * 1e3, live_ratio=d_live / s,
-                   store_ratio=d_store / s)
+                   teacher_fwd_ms=t_fwd * 1e3, read_ms=t_read * 1e3,
+                   live_ratio=d_live / s, store_ratio=d_store / s)
         rows.append(row)
         print('| {pair} | {student_ms:.0f} | {live_ms:.0f} | {store_ms:.0f} '
-              '| {teacher_fwd_ms:.0f} | {live_ratio:.2f} | '
+              '| {teacher_fwd_ms:.0f} | {read_ms:.2f} | {live_ratio:.2f} | '
               '{store_ratio:.3f} |'.format(**row), flush=True)
     return rows
 
@@ -310,8 +312,9 @@ def main():
         np.random.seed(0)
         batch = pseudo_collate([dataset[i] for i in range(64)])
         print('\n| pair | student step ms | distill step, live teacher ms | '
-              'distill step, store ms | teacher forward ms | live / '
-              'student | store / student |\n|---|---|---|---|---|---|---|')
+              'distill step, store ms | teacher forward ms | store read ms '
+              '| live / student | store / student |\n'
+              '|---|---|---|---|---|---|---|---|')
         step_rows(args, tmp, root, batch)
     if 'build' not in args.skip:
         print('\n| teacher | views built | build s | ms per view | teacher '

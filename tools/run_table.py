@@ -7,9 +7,10 @@
 #
 # Each run is tools/train.py CONFIG --work-dir DIR/<config>/seed<k>
 # --cfg-options randomness.seed=<k>. A run whose final checkpoint is its
-# last_checkpoint is finished and skipped; one with an earlier
-# last_checkpoint was interrupted and continues with --resume; any other
-# starts. Runs go one after another on one GPU; --gpus K runs K GPUs' worth
+# last_checkpoint, with its validation logged, is finished and skipped; one
+# with an earlier last_checkpoint, or stopped during its final validation,
+# was interrupted and continues with --resume (the configs' ExactResumeHook
+# validates a run resumed at its end); any other starts. Runs go one after another on one GPU; --gpus K runs K GPUs' worth
 # at a time (CUDA_VISIBLE_DEVICES per run); --launcher slurm submits each
 # through tools/slurm_train.sh (srun, so --gpus K is how many GPUs are in
 # use at once). A config named <N>xb<B> (e.g. the Cityscapes 4xb2 configs)
@@ -134,16 +135,23 @@ class Run:
 
     def state(self) -> str:
         """'finished', 'interrupted' (a last_checkpoint before the final
-        one) or 'new'."""
+        one, or the final one without its validation: the run stopped
+        during it, and ``--resume`` validates it, ExactResumeHook) or
+        'new'."""
         marker = osp.join(self.dir, 'last_checkpoint')
         if not osp.isfile(marker):
             return 'new'
         with open(marker, encoding='utf-8') as f:
             last = osp.basename(f.read().strip())
-        if last == self.final_ckpt and osp.isfile(
+        if last != self.final_ckpt or not osp.isfile(
                 osp.join(self.dir, last)):
-            return 'finished'
-        return 'interrupted'
+            return 'interrupted'
+        rt = _results_table()
+        try:
+            rt.read_run(self.dir, None, self.final_step)
+        except rt.RunLogError:
+            return 'interrupted'
+        return 'finished'
 
 
 def build_command(run: Run, args, slot_devices) -> tuple:

@@ -32,7 +32,12 @@ size, deterministic kernels; tested on CPU with validation in between,
   hook puts the checkpoint's seeds back (and restarts the train iterator,
   whose sampler and workers may already be running) before the first
   batch is drawn;
-- refuses to resume from a checkpoint without optimizer or scheduler state.
+- refuses to resume from a checkpoint without optimizer or scheduler state;
+- validates a run resumed from its final checkpoint: the checkpoint of the
+  last epoch (or iteration) is written before its validation, so a run
+  stopped during that validation left a final checkpoint whose score was
+  never logged, and MMEngine's loop, resumed there, trains nothing and
+  validates nothing.
 
 Not exact, with a warning saying what differs: resuming with another world
 size than the checkpoint's (generator states are then not restored; the
@@ -154,6 +159,22 @@ def _shutdown_workers(iterator) -> None:
         iterator._shutdown_workers()
 
 
+def _progress(loop) -> int:
+    """Epochs (epoch loops) or iterations done."""
+    if isinstance(loop, EpochBasedTrainLoop):
+        return loop.epoch
+    return loop.iter
+
+
+def _at_end(loop) -> bool:
+    """Whether a train loop has nothing left to train."""
+    if isinstance(loop, EpochBasedTrainLoop):
+        return loop.epoch >= loop.max_epochs
+    if isinstance(loop, IterBasedTrainLoop):
+        return loop.iter >= loop.max_iters
+    return False
+
+
 def _restart_iterator(loop: IterBasedTrainLoop) -> None:
     """Give ``loop`` a fresh data iterator: the one built with the loop
     has already drawn indices and started workers with the old seeds."""
@@ -248,6 +269,8 @@ class ExactResumeHook(Hook):
         self._before_val: Optional[dict] = None
         self._val_ranks: Optional[list] = None
         self._gathered: Optional[tuple] = None
+        # Resumed from the final checkpoint: validate it (after_train).
+        self._validate_final = False
 
     @staticmethod
     def _gather(runner, states: dict) -> list:
@@ -316,6 +339,9 @@ class ExactResumeHook(Hook):
                   'after resume will differ from an uninterrupted run.')
 
     def before_train(self, runner) -> None:
+        loop = runner.train_loop
+        if runner.cfg.get('resume', False) and _at_end(loop):
+            self._validate_final = True
         if self._pending is None:
             return
         saved, self._pending = self._pending, None
@@ -351,6 +377,19 @@ class ExactResumeHook(Hook):
             set_rng_states(mine)
         print_log('Random generator states restored from the checkpoint.',
                   logger='current')
+
+    def after_train(self, runner) -> None:
+        if not self._validate_final:
+            return
+        self._validate_final = False
+        loop = runner.train_loop
+        val_begin = getattr(loop, 'val_begin', 1)
+        if runner.val_loop is None or _progress(loop) < val_begin:
+            return
+        print_log('Resumed from the final checkpoint: validating it (a run '
+                  'stopped during its final validation never logged that '
+                  'score).', logger='current')
+        runner.val_loop.run()
 
     def _restore_data_seeds(self, runner, loop, seeds: dict,
                             own_rank: bool) -> None:
