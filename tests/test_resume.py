@@ -220,6 +220,33 @@ def test_seed_none_resume_equals_one_run(loop, workers, cifar, tmp_path):
     assert _max_diff(one / end, two / end) == 0.0
 
 
+@pytest.mark.parametrize('loop', ['iter', 'epoch'])
+def test_resumed_at_the_end_validates_without_reloading(loop, cifar,
+                                                        tmp_path,
+                                                        monkeypatch):
+    """A run stopped during its final validation has its final
+    checkpoint (written before that validation) but not its score. Resumed
+    from it, the run validates it; an iteration loop skips its trained
+    batches without loading them (only validation reads samples)."""
+    from mmengine.dataset import BaseDataset
+    spec = LOOPS[loop]
+    one = tmp_path / 'one'
+    first = _cls_train(cifar, loop, 0, one)
+    final = first.message_hub.get_scalar('val/accuracy/top1').current()
+    end = spec['ckpt'].format(2 * spec['half'])
+    two = _resumed_copy(one, tmp_path / 'two', name=end)
+    loads = []
+    get = BaseDataset.__getitem__
+    monkeypatch.setattr(BaseDataset, '__getitem__',
+                        lambda self, i: loads.append(i) or get(self, i))
+    second = _cls_train(cifar, loop, 0, two, resume=True)
+    assert second.message_hub.get_scalar(
+        'val/accuracy/top1').current() == final
+    log = next(two.glob('*/*.log')).read_text()
+    assert 'Resumed from the final checkpoint: validating it' in log
+    assert len(loads) == 25  # the validation set, once
+
+
 # --------------------------------------------------------- two gloo ranks
 DIST_OPTIONS = ['randomness.seed=0', 'randomness.diff_rank_seed=True']
 

@@ -341,11 +341,16 @@ def test_replay_run_refusals(setup):
     bad.train_cfg.max_epochs = EPOCHS + 1
     with pytest.raises(StoreMismatchError, match='--epochs 3'):
         check_run_config(bad)
+    # Iteration loops: DefaultSampler, one batch (of 64) per pass of 8
+    # samples; InfiniteSampler, 64 / 8 = 8 passes per batch.
     bad = copy.deepcopy(cfg)
-    bad.train_cfg = dict(by_epoch=False, max_iters=3)  # 3 x 64 / 8 = 24
-    with pytest.raises(StoreMismatchError, match='--epochs 24'):
+    bad.train_cfg = dict(by_epoch=False, max_iters=2)
+    check_run_config(bad)
+    bad.train_cfg = dict(by_epoch=False, max_iters=3)
+    with pytest.raises(StoreMismatchError, match='--epochs 3'):
         check_run_config(bad)
-    bad.train_cfg = dict(by_epoch=False, max_iters=1)  # 64 / 8 = 8 > 2
+    bad.train_cfg = dict(by_epoch=False, max_iters=1)
+    bad.train_dataloader.sampler.sampler = dict(type='InfiniteSampler')
     with pytest.raises(StoreMismatchError, match='--epochs 8'):
         check_run_config(bad)
     model = MODELS.build(cfg.model)
@@ -607,9 +612,10 @@ def test_dense_replay_store(seg_models, cityscapes_root, tmp_path):
         seg_models['teacher_cfg'], seg_models['teacher_ckpt'],
         extra=SEG_REPLAY)
     cfg = Config.fromfile(path)
-    # 4 iterations x 2 images over 4 images: 2 passes.
+    # 4 iterations x 2 images over 4 images: 2 passes (the builder's
+    # default for this iteration-based config).
     index = build_store(cfg, str(tmp_path / 'store'), batch_size=3,
-                        epochs=2, device='cpu', log=lambda *a: None)
+                        device='cpu', log=lambda *a: None)
     assert index['mode'] == 'replay' and index['spatial'] == [8, 8]
     assert index['views_filled'] == 4 * 2
     with pytest.raises(ValueError, match='top-k store of dense'):

@@ -33,7 +33,7 @@ from mmrankkd.datasets.transforms import (VIEW_KEY,  # noqa: E402
                                           pipeline_view_counts)
 from mmrankkd.models.distillers.teacher_store import (  # noqa: E402
     TeacherStoreWriter, check_storable, dataset_record, pipeline_record,
-    teacher_identity, training_pipeline)
+    replay_passes, teacher_identity, training_pipeline)
 
 #: Transforms without randomness that may sit around the view transforms.
 DETERMINISTIC = {
@@ -56,7 +56,12 @@ def parse_args(argv=None):
                         'store: training on more samples is refused)')
     parser.add_argument('--epochs', type=int, default=None,
                         help='replay mode: the epochs to store (default: '
-                        'train_cfg.max_epochs)')
+                        'train_cfg.max_epochs, or the passes max_iters '
+                        'draws on --gpus processes)')
+    parser.add_argument('--gpus', type=int, default=1,
+                        help='replay mode, iteration-based configs: the '
+                        'GPUs (processes) training will use, which decide '
+                        'how many passes max_iters draws (default 1)')
     parser.add_argument('--topk', type=int, default=None,
                         help='keep only the top-k logits of each view (an '
                         'approximation that only some losses accept)')
@@ -177,7 +182,7 @@ def _check_one_size(inputs, samples, views, shape):
 
 def build_store(cfg: Config, out: str, batch_size: int = 256,
                 num_samples=None, device=None, log=print, epochs=None,
-                topk=None, num_workers: int = 0) -> dict:
+                topk=None, num_workers: int = 0, gpus: int = 1) -> dict:
     """Build the store of ``cfg``'s teacher and training pipeline in
     ``out``; returns its index (with ``build_seconds``)."""
     from mmengine.registry import DATASETS, init_default_scope
@@ -196,13 +201,13 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
             raise ValueError(
                 'The ReplayDataset wraps a built data set, so its pipeline '
                 'cannot be recorded. Fix: give it the data set config.')
-        epochs = epochs or (cfg.get('train_cfg') or {}).get('max_epochs')
+        total = len(dataset)
+        epochs = epochs or replay_passes(cfg, total, gpus)
         if not epochs:
             raise ValueError(
-                'Replay mode stores one view per epoch and sample; this '
-                'config trains by iterations. Fix: --epochs E with E = '
-                'ceil(max_iters x batch_size x GPUs / data set size).')
-        total = len(dataset)
+                'Replay mode stores one view per epoch and sample, and the '
+                'config has neither train_cfg.max_epochs nor max_iters. '
+                'Fix: --epochs E.')
     else:
         if epochs:
             raise ValueError('--epochs is for replay mode (an '
@@ -281,7 +286,7 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     build_store(cfg, args.out, args.batch_size, args.num_samples,
                 args.device, epochs=args.epochs, topk=args.topk,
-                num_workers=args.num_workers)
+                num_workers=args.num_workers, gpus=args.gpus)
 
 
 if __name__ == '__main__':

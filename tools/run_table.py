@@ -10,8 +10,9 @@
 # last_checkpoint, with its validation logged, is finished and skipped; one
 # with an earlier last_checkpoint, or stopped during its final validation,
 # was interrupted and continues with --resume (the configs' ExactResumeHook
-# validates a run resumed at its end); any other starts. Runs go one after another on one GPU; --gpus K runs K GPUs' worth
-# at a time (CUDA_VISIBLE_DEVICES per run); --launcher slurm submits each
+# validates a run resumed at its end); any other starts. Runs go one after
+# another on one GPU; --gpus K runs K GPUs' worth at a time
+# (CUDA_VISIBLE_DEVICES per run); --launcher slurm submits each
 # through tools/slurm_train.sh (srun, so --gpus K is how many GPUs are in
 # use at once). A config named <N>xb<B> (e.g. the Cityscapes 4xb2 configs)
 # takes N GPUs per run (tools/dist_train.sh), so that its batch is the
@@ -125,8 +126,13 @@ def final_checkpoint(cfg) -> tuple:
 class Run:
     """One config x seed."""
 
-    def __init__(self, config, cfg, seed, work_dir):
+    def __init__(self, config, cfg, seed, work_dir, metric=None):
         self.config = config
+        self.metric = metric
+        # Resuming a run stopped during its final validation validates it.
+        self.validates_on_resume = any(
+            'ExactResumeHook' in str(h.get('type'))
+            for h in cfg.get('custom_hooks') or [])
         self.config_name = osp.splitext(osp.basename(config))[0]
         self.seed = seed
         self.dir = osp.join(work_dir, self.config_name, f'seed{seed}')
@@ -135,8 +141,9 @@ class Run:
 
     def state(self) -> str:
         """'finished', 'interrupted' (a last_checkpoint before the final
-        one, or the final one without its validation: the run stopped
-        during it, and ``--resume`` validates it, ExactResumeHook) or
+        one, or the final one whose validation records stop before the
+        final step: the run stopped during its final validation, and
+        ``--resume`` validates it where the config has ExactResumeHook) or
         'new'."""
         marker = osp.join(self.dir, 'last_checkpoint')
         if not osp.isfile(marker):
@@ -146,12 +153,15 @@ class Run:
         if last != self.final_ckpt or not osp.isfile(
                 osp.join(self.dir, last)):
             return 'interrupted'
+        if not self.validates_on_resume:
+            return 'finished'
         rt = _results_table()
         try:
-            rt.read_run(self.dir, None, self.final_step)
+            res = rt.read_run(self.dir, self.metric)
         except rt.RunLogError:
-            return 'interrupted'
-        return 'finished'
+            return 'finished'  # not a missing final score: collect() says
+        return 'interrupted' if res['last_step'] < self.final_step else \
+            'finished'
 
 
 def build_command(run: Run, args, slot_devices) -> tuple:
@@ -425,7 +435,7 @@ def _main(args) -> int:
             return 1
     cfgs = {c: load_config(c, args.cfg_options)
             for c in dict.fromkeys(args.configs)}
-    runs = [Run(c, cfgs[c], seed, args.work_dir) for c in cfgs
+    runs = [Run(c, cfgs[c], seed, args.work_dir, args.metric) for c in cfgs
             for seed in range(args.seeds)]
     per_run = max(r.gpus for r in runs)
     if args.launcher == 'none' and not args.table_only and \

@@ -29,10 +29,13 @@ def sha256_of(obj) -> str:
 
 
 def _type_name(cfg: dict):
-    """The registered name without a scope (``mmrankkd.ReplayDataset`` ->
-    ``ReplayDataset``)."""
+    """The registered name, without our own scope (``mmrankkd.ReplayDataset``
+    and ``ReplayDataset`` are one class; other scopes are kept: they may
+    choose another class of that name)."""
     name = cfg.get('type')
-    return name.rsplit('.', 1)[-1] if isinstance(name, str) else name
+    if isinstance(name, str) and name.startswith('mmrankkd.'):
+        return name[len('mmrankkd.'):]
+    return name
 
 
 def dataset_record(dataset_cfg: dict) -> Dict:

@@ -232,7 +232,8 @@ class ReplaySampler(Sampler):
                 f'{type(dataset).__name__}. Fix: make ReplayDataset the '
                 "outermost data set: dataset=dict(type='mmrankkd."
                 "ReplayDataset', dataset=<the data set, wrappers "
-                'included>).')
+                'included>); train_cfg.num_batch_per_epoch (which slices '
+                'the data set) is not supported with it.')
         self.sampler = sampler
         self.infinite = isinstance(sampler, InfiniteSampler)
         if not isinstance(sampler, (DefaultSampler, InfiniteSampler)):

@@ -151,8 +151,9 @@ def read_run(run_dir: str, metric: Optional[str] = None,
         raise RunLogError(
             f'{run_dir}: the last "{metric}" record is at step {last_step}, '
             f'not at the final step {final_step}. Fix: let the run finish '
-            '(rerun the same command: it resumes), and validate at the '
-            'final step (train_cfg.val_interval must divide it).')
+            '(rerun the same command: it resumes, and with ExactResumeHook '
+            'in the config a run stopped during its final validation is '
+            'validated).')
     best_step = max(steps, key=lambda s: (steps[s], -s))
     return dict(metric=metric, best=steps[best_step], best_step=best_step,
                 last=steps[last_step], last_step=last_step,

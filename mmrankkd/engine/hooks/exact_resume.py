@@ -37,7 +37,8 @@ size, deterministic kernels; tested on CPU with validation in between,
   last epoch (or iteration) is written before its validation, so a run
   stopped during that validation left a final checkpoint whose score was
   never logged, and MMEngine's loop, resumed there, trains nothing and
-  validates nothing.
+  validates nothing. (An iteration loop resumed there skips its trained
+  batches without loading them.)
 
 Not exact, with a warning saying what differs: resuming with another world
 size than the checkpoint's (generator states are then not restored; the
@@ -175,16 +176,24 @@ def _at_end(loop) -> bool:
     return False
 
 
-def _restart_iterator(loop: IterBasedTrainLoop) -> None:
-    """Give ``loop`` a fresh data iterator: the one built with the loop
-    has already drawn indices and started workers with the old seeds."""
-    old = loop.dataloader_iterator
-    _shutdown_workers(getattr(old, '_iterator', None))
+def _stop_iterator(loop: IterBasedTrainLoop) -> None:
+    """Shut down the workers of ``loop``'s data iterator (inside MMEngine's
+    infinite iterator and our :class:`_RestoreAfterSkip`)."""
+    it = loop.dataloader_iterator
+    while it is not None and not hasattr(it, '_shutdown_workers'):
+        it = getattr(it, '__dict__', {}).get('_iterator')
+    _shutdown_workers(it)
     loader = loop.dataloader
     if getattr(loader, '_iterator', None) is not None:  # persistent workers
         _shutdown_workers(loader._iterator)
         loader._iterator = None
-    loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)
+
+
+def _restart_iterator(loop: IterBasedTrainLoop) -> None:
+    """Give ``loop`` a fresh data iterator: the one built with the loop
+    has already drawn indices and started workers with the old seeds."""
+    _stop_iterator(loop)
+    loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
 
 
 class _RestoreAfterSkip:
@@ -340,8 +349,24 @@ class ExactResumeHook(Hook):
 
     def before_train(self, runner) -> None:
         loop = runner.train_loop
-        if runner.cfg.get('resume', False) and _at_end(loop):
+        resumed = runner.cfg.get('resume', False) or getattr(
+            runner, '_resume', False)
+        if resumed and _at_end(loop):
             self._validate_final = True
+        self._restore(runner, loop)
+        if self._validate_final and isinstance(loop, IterBasedTrainLoop):
+            # MMEngine skips every trained batch before the loop, which has
+            # nothing left to train: skip them without loading them.
+            _stop_iterator(loop)
+            nothing = iter(lambda: None, object())  # None, forever
+            if isinstance(loop.dataloader_iterator, _RestoreAfterSkip):
+                loop.dataloader_iterator._iterator = nothing
+            else:
+                loop.dataloader_iterator = nothing
+
+    def _restore(self, runner, loop) -> None:
+        """Put the checkpoint's generator states and dataloader seeds
+        back."""
         if self._pending is None:
             return
         saved, self._pending = self._pending, None
@@ -355,7 +380,6 @@ class ExactResumeHook(Hook):
         ranks = saved['ranks']
         exact = saved['world_size'] == world_size == len(ranks)
         mine = ranks[rank] if exact else ranks[0]
-        loop = runner.train_loop
         self._restore_data_seeds(runner, loop, mine['data_seeds'], exact)
         if not exact:
             if saved['world_size'] != world_size:

@@ -61,7 +61,7 @@ from mmrankkd.datasets.replay import REPLAY_KEY
 from mmrankkd.datasets.transforms import VIEW_KEY, view_id
 
 FORMAT = 'mmrankkd-teacher-store'
-VERSION = 2
+VERSION = 3
 #: Bytes of one checksummed (sample block, view) slice of a store.
 BLOCK_BYTES = 16 << 20
 #: The files of every store: which views were written, each sample's label.
@@ -726,21 +726,37 @@ def _check_replay_run(cfg, index: Dict, path: str) -> None:
             f'sampler is {sampler.get("type")!r}: the data loader would not '
             "tell the views' epochs. Fix: sampler=dict(type='mmrankkd."
             f"ReplaySampler', sampler={plain(sampler)!r}).")
-    train_cfg = cfg.get('train_cfg') or {}
-    epochs, what = train_cfg.get('max_epochs'), 'max_epochs'
-    if not epochs and train_cfg.get('max_iters'):
-        # Passes over the data set that the iterations draw (the world
-        # size as torchrun / Slurm give it; 1 otherwise).
-        world = int(os.environ.get('WORLD_SIZE') or
-                    os.environ.get('SLURM_NTASKS') or 1)
-        draws = (int(train_cfg['max_iters']) *
-                 int(cfg.train_dataloader.get('batch_size', 1)) * world)
-        epochs = -(-draws // max(int(index.get('dataset_len') or
-                                     index['num_samples']), 1))
-        what = (f'max_iters={train_cfg["max_iters"]} x batch x {world} '
-                'process(es) =')
-    if epochs and int(epochs) > index['num_views']:
+    # The world size as torchrun / Slurm give it (1 otherwise).
+    world = int(os.environ.get('WORLD_SIZE') or
+                os.environ.get('SLURM_NTASKS') or 1)
+    epochs = replay_passes(cfg, int(index.get('dataset_len') or
+                                    index['num_samples']), world)
+    if epochs and epochs > index['num_views']:
         raise StoreMismatchError(
-            f'train_cfg.{what} {epochs} epochs, but teacher store {path} '
-            f'holds the views of {index["num_views"]}. Fix: build the store '
-            f'with --epochs {epochs}, or train fewer epochs.')
+            f'This run draws views of {epochs} epochs (passes over the data '
+            f'set; {world} process(es)), but teacher store {path} holds '
+            f'{index["num_views"]}. Fix: build the store with --epochs '
+            f'{epochs}, or train fewer epochs.')
+
+
+def replay_passes(cfg, dataset_len: int, world_size: int) -> Optional[int]:
+    """How many epochs (passes over the data set) a run's training loop
+    draws: ``max_epochs``, or for an iteration loop the passes its
+    ``max_iters`` batches take with the replay sampler's wrapped sampler
+    (``InfiniteSampler``: the batches of all ranks in one stream;
+    ``DefaultSampler``: each rank's share, padded, per pass)."""
+    train_cfg = cfg.get('train_cfg') or {}
+    if train_cfg.get('max_epochs'):
+        return int(train_cfg['max_epochs'])
+    if not train_cfg.get('max_iters'):
+        return None
+    loader = cfg.train_dataloader
+    iters = int(train_cfg['max_iters'])
+    batch = int(loader.get('batch_size', 1))
+    inner = (loader.get('sampler') or {}).get('sampler') or {}
+    if 'Infinite' in str(inner.get('type', '')):
+        return -(-iters * batch * world_size // max(dataset_len, 1))
+    per_rank = -(-dataset_len // world_size)
+    per_pass = (per_rank // batch if loader.get('drop_last', False) else
+                -(-per_rank // batch))
+    return -(-iters // max(per_pass, 1))
