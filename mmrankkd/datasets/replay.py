@@ -56,7 +56,8 @@ from torch.utils.data import Sampler
 from mmrankkd.registry import DATA_SAMPLERS, DATASETS
 from .records import views_sha256
 
-#: The metainfo key holding ``(seed, epoch)`` of a replayed view.
+#: The metainfo key holding ``(seed, epoch, views digest)`` of a replayed
+#: view.
 REPLAY_KEY = 'replay_view'
 
 
