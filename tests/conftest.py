@@ -80,6 +80,34 @@ def seg_distill_config(path, root, student, teacher, ckpt,
     return str(path)
 
 
+def random_cifar_teacher(path, arch='resnet8', seed=1) -> str:
+    """Save a randomly initialised CIFAR zoo network (configs/cifar100/
+    _base_/models/<arch>.py) as a teacher checkpoint at ``path``."""
+    import torch
+    from mmengine.config import Config
+
+    from mmrankkd.registry import MODELS
+    torch.manual_seed(seed)
+    model = MODELS.build(Config.fromfile(str(
+        REPO / 'configs' / 'cifar100' / '_base_' / 'models' /
+        f'{arch}.py')).model)
+    torch.save({'state_dict': model.state_dict()}, path)
+    return str(path)
+
+
+def train_dataset(cfg):
+    """``cfg``'s training data set, built as the runner builds it (CIFAR's
+    md5 check off for synthetic files)."""
+    import copy
+
+    from mmengine.registry import DATASETS, init_default_scope
+
+    from mmrankkd.datasets.synthetic_cifar import disable_cifar100_md5_check
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    with disable_cifar100_md5_check():
+        return DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now, for torchrun's rendezvous (a fixed
     port can still be held by the previous test's processes)."""

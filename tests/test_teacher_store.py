@@ -29,6 +29,7 @@ from mmrankkd.models.distillers.teacher_store import (MissingViewError,
                                                       StoreMismatchError,
                                                       TeacherStore)
 from mmrankkd.registry import MODELS
+from conftest import random_cifar_teacher, train_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'cifar100' / (
@@ -64,11 +65,7 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('store')
     root = make_synthetic_cifar100(str(tmp / 'cifar'), num_train=NUM_TRAIN,
                                    num_test=4)
-    torch.manual_seed(1)
-    teacher = MODELS.build(Config.fromfile(str(MODELS_DIR /
-                                               'resnet8.py')).model)
-    ckpt = tmp / 'teacher.pth'
-    torch.save({'state_dict': teacher.state_dict()}, ckpt)
+    ckpt = random_cifar_teacher(tmp / 'teacher.pth')
     cfg = _config(root, ckpt)
     with disable_cifar100_md5_check():
         index = build_store(cfg, str(tmp / 'store'), batch_size=512,
@@ -77,16 +74,9 @@ def setup(tmp_path_factory):
                 store=str(tmp / 'store'), index=index)
 
 
-def _dataset(cfg):
-    from mmengine.registry import DATASETS, init_default_scope
-    init_default_scope('mmpretrain')
-    with disable_cifar100_md5_check():
-        return DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
-
-
 def _batches(cfg, steps, batch, seed=0):
     """Training batches drawn by the real (random) pipeline."""
-    dataset = _dataset(cfg)
+    dataset = train_dataset(cfg)
     np.random.seed(seed)
     order = np.random.permutation(np.arange(steps * batch) % len(dataset))
     return [pseudo_collate([dataset[int(i)] for i in order[s:s + batch]])
@@ -129,7 +119,7 @@ def test_stored_rows_are_the_teacher_on_that_view(setup):
     model = MODELS.build(cfg.model)
     store = TeacherStore(setup['store'])
     assert store.index['views_filled'] == NUM_TRAIN * 162
-    dataset = _dataset(cfg)
+    dataset = train_dataset(cfg)
     transforms = dataset.pipeline.transforms
     picks = [(0, 0), (3, 161), (5, 80), (7, 1)]
     data = model.data_preprocessor(pseudo_collate([

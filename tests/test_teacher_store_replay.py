@@ -30,7 +30,8 @@ from mmrankkd.models.distillers.teacher_store import (MissingViewError,
                                                       TeacherStore,
                                                       expand_topk, topk_rows)
 from mmrankkd.registry import MODELS
-from conftest import PY, free_port, run_tool
+from conftest import (PY, free_port, random_cifar_teacher, run_tool,
+                      train_dataset)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'cifar100' / (
@@ -77,11 +78,7 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('replay')
     root = make_synthetic_cifar100(str(tmp / 'cifar'), num_train=NUM_TRAIN,
                                    num_test=4)
-    torch.manual_seed(1)
-    teacher = MODELS.build(Config.fromfile(str(MODELS_DIR /
-                                               'resnet8.py')).model)
-    ckpt = tmp / 'teacher.pth'
-    torch.save({'state_dict': teacher.state_dict()}, ckpt)
+    ckpt = random_cifar_teacher(tmp / 'teacher.pth')
     cfg = _config(root, ckpt)
     stores = {}
     with disable_cifar100_md5_check():
@@ -91,13 +88,6 @@ def setup(tmp_path_factory):
                         topk=topk, num_workers=2 if topk else 0,
                         log=lambda *a: None)
     return dict(tmp=tmp, root=root, ckpt=ckpt, cfg=cfg, **stores)
-
-
-def _dataset(cfg):
-    from mmengine.registry import DATASETS, init_default_scope
-    init_default_scope('mmpretrain')
-    with disable_cifar100_md5_check():
-        return DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
 
 
 def _epoch_batches(dataset, epoch, batch, num_workers=0):
@@ -114,7 +104,7 @@ def test_replayed_views_are_bit_identical(setup):
     """(epoch, i) makes one view wherever it is made (workers or not, any
     order), epochs differ; outside the samples torch's generator is as it
     was and numpy's goes on deterministically."""
-    dataset = _dataset(setup['cfg'])
+    dataset = train_dataset(setup['cfg'])
     after = []
     for _ in range(2):
         np.random.seed(0)
@@ -229,7 +219,7 @@ def _train(cfg, batches, store):
 def test_replay_store_matches_live_teacher_in_training(setup):
     """Two epochs of replayed batches: the full replay store gives the
     live teacher's losses and student weights."""
-    dataset = _dataset(setup['cfg'])
+    dataset = train_dataset(setup['cfg'])
     batches = (_epoch_batches(dataset, 0, 4) +
                _epoch_batches(dataset, 1, 4))
     (live, a), (stored, b) = (_train(setup['cfg'], batches, s)
@@ -253,7 +243,7 @@ def test_topk_store_rows_and_loss_gate(setup):
     with the rest's mass spread evenly; KD takes it (approximate), Kendall
     with topk <= 5 takes it exactly, DIST / Plackett-Luce / Kendall over
     all pairs are refused by name."""
-    dataset = _dataset(setup['cfg'])
+    dataset = train_dataset(setup['cfg'])
     batch = _epoch_batches(dataset, 1, NUM_TRAIN)[0]
     model = MODELS.build(setup['cfg'].model)
     data = model.data_preprocessor(batch, True)
@@ -358,8 +348,8 @@ def test_replay_run_refusals(setup):
     bad.train_dataloader.dataset.seed = SEED + 1
     with pytest.raises(StoreMismatchError, match='data set'):
         check_run_config(bad)
-    data = model.data_preprocessor(_epoch_batches(_dataset(bad), 0, 4)[0],
-                                   True)
+    data = model.data_preprocessor(
+        _epoch_batches(train_dataset(bad), 0, 4)[0], True)
     with pytest.raises(StoreMismatchError, match=f'seed to {SEED}'):
         model.teacher_logits(data['inputs'], data['data_samples'])
     # Another pipeline with the same seed: refused per batch too (a run
@@ -367,8 +357,8 @@ def test_replay_run_refusals(setup):
     bad = copy.deepcopy(cfg)
     bad.train_dataloader.dataset.dataset.pipeline[0]['crop_ratio_range'] = (
         0.5, 1.0)
-    data = model.data_preprocessor(_epoch_batches(_dataset(bad), 0, 4)[0],
-                                   True)
+    data = model.data_preprocessor(
+        _epoch_batches(train_dataset(bad), 0, 4)[0], True)
     with pytest.raises(StoreMismatchError, match='pipelines'):
         model.teacher_logits(data['inputs'], data['data_samples'])
     # Views of several sizes: a classifier's batch padding would make a
@@ -455,11 +445,7 @@ def test_wrapped_data_set_exact_store(tmp_path, wrapper):
     training reads it."""
     root = make_synthetic_cifar100(str(tmp_path / 'cifar'), num_train=4,
                                    num_test=2)
-    torch.manual_seed(1)
-    teacher = MODELS.build(Config.fromfile(str(MODELS_DIR /
-                                               'resnet8.py')).model)
-    ckpt = tmp_path / 'teacher.pth'
-    torch.save({'state_dict': teacher.state_dict()}, ckpt)
+    ckpt = random_cifar_teacher(tmp_path / 'teacher.pth')
     cfg = Config.fromfile(str(CONFIG))
     cfg.model.student = Config.fromfile(str(MODELS_DIR / 'resnet8.py')).model
     cfg.model.teacher = str(MODELS_DIR / 'resnet8.py')
@@ -476,7 +462,7 @@ def test_wrapped_data_set_exact_store(tmp_path, wrapper):
                                    spot_check_interval=1,
                                    spot_check_tol=1e-5)
     check_run_config(cfg)
-    dataset = _dataset(cfg)
+    dataset = train_dataset(cfg)
     assert len(dataset) > 4  # repeated / oversampled
     model = MODELS.build(cfg.model)
     data = model.data_preprocessor(pseudo_collate(
@@ -566,7 +552,7 @@ def test_shipped_imagenet_replay_config(tmp_path):
                                    spot_check_interval=1)
     cfg.train_cfg.max_epochs = 2
     check_run_config(cfg)
-    dataset = _dataset(cfg)
+    dataset = train_dataset(cfg)
     batch = _epoch_batches(dataset, 1, 4)[0]
     model = MODELS.build(cfg.model)
     data = model.data_preprocessor(batch, True)

@@ -33,7 +33,7 @@ from mmrankkd.datasets.transforms import (VIEW_KEY,  # noqa: E402
                                           pipeline_view_counts)
 from mmrankkd.models.distillers.teacher_store import (  # noqa: E402
     TeacherStoreWriter, check_storable, dataset_record, pipeline_record,
-    replay_passes, teacher_identity, training_pipeline)
+    replay_passes, row_bytes, teacher_identity, training_pipeline)
 
 #: Transforms without randomness that may sit around the view transforms.
 DETERMINISTIC = {
@@ -116,7 +116,7 @@ def _labels(data_samples) -> np.ndarray:
                        if 'gt_label' in ds else -1 for ds in data_samples])
 
 
-def _exact_batches(dataset, n: int, batch_size: int, log):
+def _exact_batches(dataset, n: int, batch_size: int):
     """(samples, views, packed batch) over every view of samples 0..n-1;
     also the view counts."""
     transforms = dataset.pipeline.transforms
@@ -221,7 +221,7 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
                                   num_workers)
         key = REPLAY_KEY
     else:
-        counts, batches = _exact_batches(dataset, n, batch_size, log)
+        counts, batches = _exact_batches(dataset, n, batch_size)
         key = VIEW_KEY
     num_views = int(np.prod(counts))
     what = (f'{num_views} epochs (replayed, seed {dataset.seed})' if replay
@@ -252,10 +252,7 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
                 mode='replay' if replay else 'exact',
                 replay_seed=dataset.seed if replay else None,
                 spatial=tuple(logits.shape[2:]))
-            if replay:
-                writer.index['replay_views_sha256'] = dataset.views_sha256
-            per_view = sum(int(np.prod(a.shape[2:])) * a.dtype.itemsize
-                           for a in writer.arrays.values())
+            per_view = row_bytes(writer.index)
             log(f'Teacher store {out}: {n} of {total} samples x {what} x '
                 f'{tuple(logits.shape[1:])} logits' +
                 (f', top-{topk} kept' if topk else '') +
@@ -273,7 +270,8 @@ def build_store(cfg: Config, out: str, batch_size: int = 256,
         pipeline=pipeline_record(training_pipeline(dataset_cfg)),
         dataset=dataset_record(dataset_cfg), dataset_len=total,
         build_seconds=build_s, teacher_forward_seconds=forward_s,
-        build_device=str(device), build_batch_size=batch_size)
+        build_device=str(device), build_batch_size=batch_size,
+        replay_views_sha256=dataset.views_sha256 if replay else None)
     log(f'Built in {build_s:.1f} s ({forward_s:.1f} s teacher forward), '
         f'{total_views / build_s:.1f} views/s.')
     return index

@@ -196,10 +196,12 @@ def _block_digest(arrays: Sequence[np.ndarray], start: int, stop: int,
     return digest.hexdigest()
 
 
-def _row_bytes(index: Dict) -> int:
-    """Bytes of one (sample, view) row over a store's arrays."""
+def row_bytes(index: Dict) -> int:
+    """Bytes of one (sample, view) row over a store's arrays with a view
+    axis (the per-sample labels left out)."""
     return sum(int(np.prod(shape[2:])) * np.dtype(dtype).itemsize
-               for _, dtype, shape in layout(index).values())
+               for _, dtype, shape in layout(index).values()
+               if len(shape) > 1)
 
 
 class TeacherStoreWriter:
@@ -252,7 +254,7 @@ class TeacherStoreWriter:
             topk=None if topk is None else int(topk),
             replay_seed=replay_seed)
         if block_size is None:
-            block_size = BLOCK_BYTES // max(_row_bytes(self.index), 1)
+            block_size = BLOCK_BYTES // max(row_bytes(self.index), 1)
         self.index['block_size'] = int(min(max(block_size, 1),
                                            max(num_samples, 1)))
         self.arrays = {
