@@ -155,7 +155,7 @@ MEMORY_METHOD = {
 def _rows(x):
     if x.dim() == 2:
         return x
-    return x.transpose(1, 3).reshape(-1, x.size(1))
+    return x.permute(0, 2, 3, 1).reshape(-1, x.size(1))  # (n, h, w) rows
 
 
 def peer_kd(student, teacher, labels, temperature=4.0):
