@@ -2,6 +2,8 @@
 checkpoint and at the end of training (mmrankkd.ValueCheckHook), so the
 last calls of a run are checked and no checkpoint follows an unread NaN or
 bad label (issue 15 item 6)."""
+from pathlib import Path
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -9,7 +11,8 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import mmrankkd  # noqa: F401
-from conftest import SEG_DISTILL, seg_distill_config
+from conftest import SEG_DISTILL, free_port, seg_distill_config
+from mmrankkd.engine import ValueCheckHook
 from mmrankkd.models.losses import KDLoss, PlackettLuceLoss
 from mmrankkd.models.losses import utils as loss_utils
 from test_distiller import save_teacher, tiny_seg
@@ -147,8 +150,6 @@ def test_flush_on_every_rank_when_a_checkpoint_is_due():
     import torch.nn as nn
     from mmengine.hooks import CheckpointHook
 
-    from mmrankkd.engine import ValueCheckHook
-
     class Loss(nn.Module):
         flushed = 0
 
@@ -166,3 +167,39 @@ def test_flush_on_every_rank_when_a_checkpoint_is_due():
         hook.after_train_iter(runner, it)
     # Iterations 4 and 8 (interval) and 10 (save_last).
     assert loss.flushed == 3
+
+
+def _flush_on_two_ranks(rank, port, out):
+    """One gloo rank: rank 1's loss has a failed deferred check."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=2)
+
+    class Loss:
+        def flush(self):
+            if rank == 1:
+                raise ValueError('KDLoss: NaN in the teacher logits (call 7)')
+
+    runner = SimpleNamespace(model=SimpleNamespace(
+        distill_losses={'loss_kd': Loss()}))
+    try:
+        ValueCheckHook().after_train_epoch(runner)
+        result = 'no error'
+    except ValueError as error:
+        result = str(error)
+    Path(out, f'rank{rank}.txt').write_text(result)
+    dist.destroy_process_group()
+
+
+def test_a_failed_check_on_one_rank_stops_every_rank(tmp_path):
+    """At a read every rank makes, rank 1's failure is raised on rank 0 as
+    well (naming rank 1), so the healthy rank does not go on to wait in
+    its next collective."""
+    torch.multiprocessing.spawn(_flush_on_two_ranks,
+                                args=(free_port(), str(tmp_path)), nprocs=2)
+    rank0 = (tmp_path / 'rank0.txt').read_text()
+    rank1 = (tmp_path / 'rank1.txt').read_text()
+    assert rank1.startswith('KDLoss: NaN in the teacher logits')
+    assert rank0.startswith('Rank 1 of 2 failed') and 'call 7' in rank0

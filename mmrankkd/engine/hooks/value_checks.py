@@ -18,6 +18,14 @@ the iteration or epoch that the checkpoint ends, and again before
 tells the losses which training iteration each call is, so their errors
 name iterations as well as calls.
 
+With several processes, the reads that every rank makes at the same point
+(epoch ends, the iteration a checkpoint ends, the end of training) are
+compared across ranks: a failed check on any rank raises the same
+``ValueError``, naming that rank, on every rank, so all stop together
+instead of the healthy ranks waiting in their next collective (under
+``srun``, until the communication timeout). The read before a ``save_best``
+checkpoint is rank 0's alone.
+
 The shipped distillation configs list it in ``custom_hooks``; a run of a
 distiller without it logs a warning naming it.
 
@@ -27,6 +35,7 @@ Config::
 """
 from typing import Optional
 
+from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -63,9 +72,28 @@ class ValueCheckHook(Hook):
             if hasattr(loss, 'align_iterations'):
                 loss.align_iterations(runner.iter)
 
-    def _flush(self, runner) -> None:
-        for loss in _losses(runner):
-            loss.flush()
+    def _flush(self, runner, every_rank: bool = True) -> None:
+        """Read the pending checks; ``every_rank``: all ranks are here, so
+        a failure on any rank is raised on all."""
+        failure = None
+        try:
+            for loss in _losses(runner):
+                loss.flush()
+        except ValueError as error:
+            if not every_rank or get_world_size() == 1:
+                raise
+            failure = error
+        if not every_rank or get_world_size() == 1:
+            return
+        found = all_gather_object(None if failure is None else str(failure))
+        if failure is not None:
+            raise failure
+        bad = [(rank, msg) for rank, msg in enumerate(found) if msg]
+        if bad:
+            rank, msg = bad[0]
+            raise ValueError(
+                f'Rank {rank} of {len(found)} failed its deferred value '
+                f'checks (rank {get_rank()} stops with it): {msg}')
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -77,7 +105,8 @@ class ValueCheckHook(Hook):
 
     def before_save_checkpoint(self, runner,
                                checkpoint: Optional[dict] = None) -> None:
-        self._flush(runner)
+        # Rank 0 alone saves (MMEngine): no collective here.
+        self._flush(runner, every_rank=False)
 
     def after_train(self, runner) -> None:
         self._flush(runner)
