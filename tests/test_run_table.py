@@ -276,21 +276,11 @@ def test_missing_data_stops_before_any_run(tmp_path, capsys, monkeypatch):
 
 
 # ------------------------------------------------------------ end to end
-WRAPPER = '''\
-# tools/train.py on synthetic CIFAR-100 (its md5 sums are not the real
-# data set's): the test's --train-script.
-import runpy
-import sys
-sys.path.insert(0, {repo!r})
-from mmrankkd.datasets.synthetic_cifar import disable_cifar100_md5_check
-sys.argv[0] = {train!r}
-with disable_cifar100_md5_check():
-    runpy.run_path({train!r}, run_name='__main__')
-'''
-
-
 def _tiny_options(root, teacher):
+    """--cfg-options for tiny runs on synthetic CIFAR-100 (read by
+    mmrankkd.SyntheticCIFAR100: no md5 check, no download)."""
     loader = ('{0}.batch_size={1} {0}.num_workers=0 '
+              '{0}.dataset.type=mmrankkd.SyntheticCIFAR100 '
               '{0}.dataset.data_root=' + str(root))
     return (loader.format('train_dataloader', 16).split() +
             loader.format('val_dataloader', 20).split() +
@@ -327,15 +317,12 @@ def test_table_end_to_end(tmp_path, monkeypatch):
     run_tool([PY, 'tools/fetch_cifar_teachers.py', '--archive', archive,
               '--archs', 'resnet56', '--out', str(crd)])
     teacher = crd / 'resnet56_vanilla.pth'
-    wrapper = tmp_path / 'train_synthetic.py'
-    wrapper.write_text(WRAPPER.format(repo=str(REPO),
-                                      train=str(REPO / 'tools' / 'train.py')))
     options = _tiny_options(root, teacher)
     wd = tmp_path / 'table'
 
     # An interrupted run: KD seed 1 stopped after epoch 1's checkpoint.
     pre = wd / Path(KD).stem / 'seed1'
-    run_tool([PY, str(wrapper), KD, '--work-dir', str(pre),
+    run_tool([PY, 'tools/train.py', KD, '--work-dir', str(pre),
               '--cfg-options', 'randomness.seed=1'] + options[:-4] +
              ['train_cfg.max_epochs=1'] + options[-3:])
     assert (pre / 'last_checkpoint').read_text().endswith('epoch_1.pth')
@@ -343,13 +330,12 @@ def test_table_end_to_end(tmp_path, monkeypatch):
     # Two runs at a time (--gpus 2: CUDA_VISIBLE_DEVICES 0 and 1, ignored
     # on this CPU machine).
     cmd = [PY, 'tools/run_table.py', KD, DKD, '--seeds', '2',
-           '--work-dir', str(wd), '--train-script', str(wrapper),
-           '--gpus', '2', '--cfg-options'] + options
+           '--work-dir', str(wd), '--gpus', '2', '--cfg-options'] + options
     proc = run_tool(cmd)
     assert f'{Path(KD).stem} seed 1: interrupted' in proc.stdout
     assert proc.stdout.count(' done in ') == 4
     starts = [line for line in proc.stdout.splitlines()
-              if 'train_synthetic.py' in line]
+              if 'tools/train.py' in line]
     assert len(starts) == 4
     assert {re.search(r'CUDA_VISIBLE_DEVICES=(\S+) ', line).group(1)
             for line in starts} == {'0', '1'}
@@ -407,13 +393,9 @@ def test_resume_through_tools_train(tmp_path, capsys):
     are those of mmengine's own scalars.json files."""
     root = _synthetic_cifar(str(tmp_path / 'cifar'))
     teacher = _random_teacher(tmp_path / 'resnet56.pth')
-    wrapper = tmp_path / 'train_synthetic.py'
-    wrapper.write_text(WRAPPER.format(repo=str(REPO),
-                                      train=str(REPO / 'tools' / 'train.py')))
     wd = tmp_path / 'table'
     options = _tiny_options(root, teacher)
-    args = [DKD, '--work-dir', str(wd), '--train-script', str(wrapper),
-            '--cfg-options'] + options
+    args = [DKD, '--work-dir', str(wd), '--cfg-options'] + options
     # In-process tool.main (the runs are still tools/train.py processes).
     assert tool.main(args[:-4] + ['train_cfg.max_epochs=1'] +
                      options[-3:]) == 0
