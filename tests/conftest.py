@@ -95,6 +95,18 @@ def random_cifar_teacher(path, arch='resnet8', seed=1) -> str:
     return str(path)
 
 
+def resnet8_kd_config(ckpt):
+    """The CIFAR-100 KD config (the CRD recipe) with a resnet8 student and
+    a resnet8 teacher loaded from ``ckpt``."""
+    from mmengine.config import Config
+    models = REPO / 'configs' / 'cifar100' / '_base_' / 'models'
+    cfg = Config.fromfile(str(CLS_DISTILL))
+    cfg.model.student = Config.fromfile(str(models / 'resnet8.py')).model
+    cfg.model.teacher = str(models / 'resnet8.py')
+    cfg.model.teacher_ckpt = str(ckpt)
+    return cfg
+
+
 def train_dataset(cfg):
     """``cfg``'s training data set, built as the runner builds it (CIFAR's
     md5 check off for synthetic files)."""

@@ -29,7 +29,7 @@ from mmrankkd.models.distillers.teacher_store import (MissingViewError,
                                                       StoreMismatchError,
                                                       TeacherStore)
 from mmrankkd.registry import MODELS
-from conftest import random_cifar_teacher, train_dataset
+from conftest import random_cifar_teacher, resnet8_kd_config, train_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'cifar100' / (
@@ -48,11 +48,7 @@ VIEW_PIPELINE = [
 
 
 def _config(root, ckpt, store=None):
-    cfg = Config.fromfile(str(CONFIG))
-    student = Config.fromfile(str(MODELS_DIR / 'resnet8.py')).model
-    cfg.model.student = student
-    cfg.model.teacher = str(MODELS_DIR / 'resnet8.py')
-    cfg.model.teacher_ckpt = str(ckpt)
+    cfg = resnet8_kd_config(ckpt)
     if store is not None:
         cfg.model.teacher_store = store
     cfg.train_dataloader.dataset.data_root = root

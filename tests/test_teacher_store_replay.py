@@ -30,8 +30,8 @@ from mmrankkd.models.distillers.teacher_store import (MissingViewError,
                                                       TeacherStore,
                                                       expand_topk, topk_rows)
 from mmrankkd.registry import MODELS
-from conftest import (PY, free_port, random_cifar_teacher, run_tool,
-                      train_dataset)
+from conftest import (PY, free_port, random_cifar_teacher,
+                      resnet8_kd_config, run_tool, train_dataset)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'cifar100' / (
@@ -54,10 +54,7 @@ REPLAY_SAMPLER = dict(type='mmrankkd.ReplaySampler',
 
 
 def _config(root, ckpt, store=None, losses=None):
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.model.student = Config.fromfile(str(MODELS_DIR / 'resnet8.py')).model
-    cfg.model.teacher = str(MODELS_DIR / 'resnet8.py')
-    cfg.model.teacher_ckpt = str(ckpt)
+    cfg = resnet8_kd_config(ckpt)
     if store is not None:
         cfg.model.teacher_store = store
     if losses is not None:
@@ -446,10 +443,7 @@ def test_wrapped_data_set_exact_store(tmp_path, wrapper):
     root = make_synthetic_cifar100(str(tmp_path / 'cifar'), num_train=4,
                                    num_test=2)
     ckpt = random_cifar_teacher(tmp_path / 'teacher.pth')
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.model.student = Config.fromfile(str(MODELS_DIR / 'resnet8.py')).model
-    cfg.model.teacher = str(MODELS_DIR / 'resnet8.py')
-    cfg.model.teacher_ckpt = str(ckpt)
+    cfg = resnet8_kd_config(ckpt)
     inner = cfg.train_dataloader.dataset
     inner.data_root = root
     cfg.train_dataloader.dataset = dict(wrapper, dataset=inner)
